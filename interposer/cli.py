@@ -1,0 +1,127 @@
+"""The ``interposer`` command line.
+
+The cache flags of ``mount`` are generated from ``CacheConfig``, so a flag, its
+help text and its validation are defined once, in the config model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .config import CacheConfig, ConfigError, load_config
+from .control import request, socket_path_for
+from .mounts import is_stale, mount_at, unmount
+
+_CACHE_FLAGS = {f"cache.{name}": "--" + name.replace("_", "-") for name in CacheConfig.model_fields}
+
+
+def _cache_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per CacheConfig field; booleans get --x/--no-x."""
+    for name, field in reversed(CacheConfig.model_fields.items()):
+        flag = _CACHE_FLAGS[f"cache.{name}"]
+        help_text = f"{field.description} [default: {field.default}]"
+        if field.annotation is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
+        else:
+            option = click.option(flag, name, type=str, default=None, help=help_text)
+        command = option(command)
+    return command
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"interposer: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """A FUSE file-system interposer that traces, measures, slows and breaks file I/O."""
+
+
+@main.command()
+@click.argument("backing", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="YAML config file.")
+@click.option("--force", is_flag=True, help="Clear a stale mount (Transport endpoint is not connected) first.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log verbosity on stderr [default: info].",
+)
+@_cache_options
+def mount(
+    backing: Path, mountpoint: Path, config_file: Path | None, force: bool, log_level: str | None, **cache: Any
+) -> None:
+    """Mount a passthrough of BACKING at MOUNTPOINT; stays in the foreground until SIGINT/SIGTERM."""
+    from .mount import Mount, MountError, prepare_mountpoint
+
+    overrides: dict[str, Any] = {"cache": {k: v for k, v in cache.items() if v is not None}}
+    if log_level is not None:
+        overrides["log_level"] = log_level
+    try:
+        config = load_config(config_file, overrides, _CACHE_FLAGS)
+    except ConfigError as exc:
+        _fail(str(exc))
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        prepare_mountpoint(mountpoint, force=force)
+        Mount(backing, mountpoint, config).serve()
+    except (MountError, OSError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+@main.command(name="unmount")
+@click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--force", is_flag=True, help="Detach lazily: works on busy and stale mounts.")
+def unmount_command(mountpoint: Path, force: bool) -> None:
+    """Unmount an interposer mount."""
+    stale = is_stale(mountpoint)
+    if mount_at(mountpoint) is None and not stale:
+        _fail(f"{mountpoint} is not a mountpoint")
+    if stale and not force:
+        _fail(f"{mountpoint} is a stale FUSE mount (Transport endpoint is not connected); use --force")
+    try:
+        unmount(mountpoint, lazy=force)
+    except OSError as exc:
+        _fail(f"{exc.strerror}; --force detaches a busy mount")
+
+
+@main.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("command", type=click.Choice(["status"]))
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket, if not the default.")
+def ctl(mountpoint: Path, command: str, socket_path: Path | None) -> None:
+    """Talk to a running mount through its control socket."""
+    path = socket_path or socket_path_for(mountpoint)
+    try:
+        reply = request(path, {"command": command})
+    except OSError as exc:
+        _fail(f"cannot reach the control socket {path} of {mountpoint}: {exc.strerror or exc}")
+    if not reply.get("ok"):
+        _fail(str(reply.get("error")))
+    click.echo(json.dumps(reply, indent=2))
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the sample backing directory and the mountpoint are made.",
+)
+def demo(workdir: Path) -> None:
+    """Mount a sample directory, run a short real workload in it, report, unmount."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(workdir))

@@ -1,0 +1,157 @@
+"""The interposer's configuration: one typed, validated model for YAML, CLI flags and the control API.
+
+Every source is merged into one plain mapping first and validated once, so a
+bad value is reported with its full field name whatever its origin, and a
+config that fails validation changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(ValueError):
+    """A configuration was rejected; the message lists every bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CacheConfig(_Section):
+    """Kernel caching.  Caching hides requests from the layers: fewer spans, faster I/O.
+
+    The defaults were chosen by measurement (docs/performance.md): one second of
+    entry and attribute caching makes stat-heavy work several times faster while
+    every change made through the mount stays visible at once, because the
+    kernel updates its cache from our replies.
+    """
+
+    entry_timeout: float = Field(1.0, ge=0, le=86400, description="Seconds the kernel caches a name lookup.")
+    attr_timeout: float = Field(1.0, ge=0, le=86400, description="Seconds the kernel caches file attributes.")
+    negative_timeout: float = Field(
+        0.0, ge=0, le=86400, description="Seconds the kernel caches a failed lookup (ENOENT)."
+    )
+    keep_cache: bool = Field(False, description="Keep a file's page cache across opens.")
+    writeback_cache: bool = Field(False, description="Let the kernel batch writes in its page cache.")
+    direct_io: bool = Field(False, description="Bypass the page cache for every file.")
+
+
+class FuseConfig(_Section):
+    """How the file system is mounted and served."""
+
+    allow_other: bool = Field(True, description="Let users other than the mounting one use the mount.")
+    max_workers: int = Field(64, ge=1, le=4096, description="Most requests served concurrently.")
+    fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
+
+
+class ControlConfig(_Section):
+    """The control socket of a running mount."""
+
+    socket: Path | None = Field(None, description="Unix socket path; derived from the mountpoint when unset.")
+
+
+class InterposerConfig(_Section):
+    """Everything one mount is configured with."""
+
+    cache: CacheConfig = CacheConfig()
+    fuse: FuseConfig = FuseConfig()
+    control: ControlConfig = ControlConfig()
+    extra_layers: tuple[str, ...] = Field(
+        (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("extra_layers")
+    @classmethod
+    def _importable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for spec in value:
+            if not _IMPORT_PATH.match(spec):
+                raise ValueError(f"{spec!r} is not of the form 'module:attribute'")
+            module, _, attribute = spec.partition(":")
+            try:
+                if not hasattr(importlib.import_module(module), attribute):
+                    raise ValueError(f"module {module!r} has no attribute {attribute!r}")
+            except ImportError as exc:
+                raise ValueError(f"cannot import {module!r}: {exc}") from None
+        return value
+
+
+def _section_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = InterposerConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = None if field is None else field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def describe_errors(error: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """One line per bad field: its dotted name, the CLI flag that set it, and what is allowed."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        field = ".".join(str(part) for part in loc)
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            section = _section_for(loc[:-1])
+            if section is not None:
+                message = f"unknown field; allowed fields: {', '.join(section.model_fields)}"
+        flag = (flags or {}).get(field)
+        lines.append(f"{field}{f' ({flag})' if flag else ''}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into ``base``; mappings merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw mapping in a YAML config file; errors name the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
+) -> InterposerConfig:
+    """Validate a config file merged with overrides (CLI flags, volume attributes).
+
+    ``flags`` maps dotted field names to the CLI flags that set them, so errors
+    can name what the user actually typed.
+    """
+    raw = read_config_file(path) if path is not None else {}
+    try:
+        return InterposerConfig.model_validate(merge(raw, overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, flags)) from None

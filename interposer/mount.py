@@ -1,0 +1,146 @@
+"""Mounting: check the mountpoint, assemble backend, pipeline and adapter, serve until told to stop."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from .adapter import InterposerFS
+from .config import InterposerConfig
+from .control import ControlServer, socket_path_for
+from .mounts import is_stale, mount_at, unmount
+from .passthrough import PassthroughBackend
+from .pipeline import Layer, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class MountError(RuntimeError):
+    """The mount cannot be made; the message says why and what to do."""
+
+
+def prepare_mountpoint(mountpoint: Path, *, force: bool) -> None:
+    """Refuse a stale or occupied mountpoint, or with ``force`` clear a stale one."""
+    if is_stale(mountpoint):
+        if not force:
+            raise MountError(
+                f"{mountpoint} is a stale FUSE mount (Transport endpoint is not connected): "
+                f"the process that served it is gone. Run 'interposer unmount --force {mountpoint}' "
+                "or mount again with --force."
+            )
+        log.warning("clearing stale mount at %s", mountpoint)
+        unmount(mountpoint, lazy=True)
+    if not mountpoint.is_dir():
+        raise MountError(f"mountpoint {mountpoint} does not exist or is not a directory")
+    existing = mount_at(mountpoint)
+    if existing is not None and existing.fstype.startswith("fuse"):
+        raise MountError(f"{mountpoint} is already a FUSE mount ({existing.fstype} from {existing.source})")
+
+
+def load_layers(specs: tuple[str, ...]) -> list[Layer]:
+    """Instantiate extra layers from 'module:attribute' specs (a class or a factory)."""
+    layers = []
+    for spec in specs:
+        module, _, attribute = spec.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+        layers.append(factory())
+    return layers
+
+
+def _raise_fd_limit() -> None:
+    """Each known inode holds a descriptor: allow as many as we are allowed to."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, int(Path("/proc/sys/fs/nr_open").read_text()))
+    for limit in (wanted, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        except (ValueError, OSError):
+            continue
+        log.debug("descriptor limit %d", limit)
+        return
+
+
+def _mount_options(config: InterposerConfig) -> set[str]:
+    options = {f"fsname={config.fuse.fsname}", "subtype=interposer", "default_permissions"}
+    if config.fuse.allow_other:
+        if os.geteuid() == 0 or "user_allow_other" in _fuse_conf():
+            options.add("allow_other")
+        else:
+            log.warning("allow_other needs root or user_allow_other in /etc/fuse.conf; mounting without it")
+    return options
+
+
+def _fuse_conf() -> str:
+    try:
+        return Path("/etc/fuse.conf").read_text()
+    except OSError:
+        return ""
+
+
+class Mount:
+    """One served mount: its backend, pipeline, adapter and control socket."""
+
+    def __init__(self, backing: Path, mountpoint: Path, config: InterposerConfig) -> None:
+        if not backing.is_dir():
+            raise MountError(f"backing directory {backing} does not exist or is not a directory")
+        self.backing = backing.resolve()
+        self.mountpoint = mountpoint.absolute()
+        self.config = config
+        self.backend = PassthroughBackend(str(self.backing), config.cache)
+        self.pipeline = Pipeline(self.backend, load_layers(config.extra_layers))
+        self.fs = InterposerFS(
+            self.pipeline,
+            self.backend,
+            negative_timeout=config.cache.negative_timeout,
+            writeback_cache=config.cache.writeback_cache,
+        )
+        self.control = ControlServer(
+            config.control.socket or socket_path_for(self.mountpoint), {"status": self._status}
+        )
+
+    async def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "mountpoint": str(self.mountpoint),
+            "backing": str(self.backing),
+            "pid": os.getpid(),
+            "inodes": len(self.backend.inodes),
+            "open_files": len(self.backend.files),
+            "open_dirs": len(self.backend.dirs),
+            "internal_errors": self.fs.internal_errors,
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    def serve(self) -> None:
+        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount."""
+        os.umask(0)  # the kernel has applied the caller's umask already
+        _raise_fd_limit()
+        pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
+        try:
+            log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
+            trio.run(self._session)
+        finally:
+            pyfuse3.close(unmount=True)
+            self.backend.close()
+            log.info("unmounted %s", self.mountpoint)
+
+    async def _session(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_signal)
+            await nursery.start(self.control.serve)
+            await pyfuse3.main(min_tasks=1, max_tasks=self.config.fuse.max_workers)
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+                return

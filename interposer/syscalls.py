@@ -1,0 +1,61 @@
+"""Linux syscalls that the os module does not expose, called through ctypes.
+
+The passthrough backend holds an ``O_PATH`` descriptor per inode and must act on
+the object itself, symlinks included, without a name that could be raced:
+``renameat2`` (RENAME_NOREPLACE, RENAME_EXCHANGE), ``utimensat`` with
+``UTIME_OMIT`` and ``AT_EMPTY_PATH``, ``fchownat`` and ``linkat`` with
+``AT_EMPTY_PATH``.  Python offers none of these combinations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+UTIME_OMIT = (1 << 30) - 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_EMPTY = b""
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_TimespecPair = _Timespec * 2
+
+
+def _check(result: int) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def renameat2(old_dir: int, old_name: bytes, new_dir: int, new_name: bytes, flags: int) -> None:
+    """Rename with the flags of renameat2(2); RENAME_EXCHANGE swaps both names atomically."""
+    _check(_libc.renameat2(old_dir, old_name, new_dir, new_name, ctypes.c_uint(flags)))
+
+
+def set_times(fd: int, atime_ns: int | None, mtime_ns: int | None) -> None:
+    """Set the times of the object behind an O_PATH descriptor; ``None`` leaves a time as it is."""
+    times = _TimespecPair()
+    for slot, value in zip(times, (atime_ns, mtime_ns), strict=True):
+        if value is None:
+            slot.tv_sec, slot.tv_nsec = 0, UTIME_OMIT
+        else:
+            slot.tv_sec, slot.tv_nsec = divmod(value, 1_000_000_000)
+    _check(_libc.utimensat(fd, _EMPTY, times, AT_EMPTY_PATH))
+
+
+def set_owner(fd: int, uid: int, gid: int) -> None:
+    """Change the owner of the object behind an O_PATH descriptor, never following a symlink."""
+    _check(_libc.fchownat(fd, _EMPTY, uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+
+
+def link_to(fd: int, new_dir: int, new_name: bytes) -> None:
+    """Create a hard link to the object behind an O_PATH descriptor (needs CAP_DAC_READ_SEARCH)."""
+    _check(_libc.linkat(fd, _EMPTY, new_dir, new_name, AT_EMPTY_PATH))
