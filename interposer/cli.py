@@ -63,11 +63,13 @@ def mount(
     """Mount a passthrough of BACKING at MOUNTPOINT; stays in the foreground until SIGINT/SIGTERM."""
     from .mount import Mount, MountError, prepare_mountpoint
 
-    overrides: dict[str, Any] = {"cache": {k: v for k, v in cache.items() if v is not None}}
+    given = {name: value for name, value in cache.items() if value is not None}
+    overrides: dict[str, Any] = {"cache": given}
     if log_level is not None:
         overrides["log_level"] = log_level
+    flags = {f"cache.{name}": _CACHE_FLAGS[f"cache.{name}"] for name in given}
     try:
-        config = load_config(config_file, overrides, _CACHE_FLAGS)
+        config = load_config(config_file, overrides, flags)
     except ConfigError as exc:
         _fail(str(exc))
     logging.basicConfig(

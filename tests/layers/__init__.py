@@ -1,0 +1,1 @@
+"""Layers that tests load into a real mount through ``extra_layers``."""

@@ -1,0 +1,151 @@
+"""The command line: mount lifecycle, signals, stale mounts and clear errors for bad input."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interposer.mounts import is_stale, mount_at
+from interposer.process import MountProcess
+
+from .conftest import MountFactory, require_fuse, wait_for
+
+
+def interposer(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "interposer", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_cleanly(mount_factory: MountFactory, sig: signal.Signals) -> None:
+    mount = mount_factory()
+    (mount.mountpoint / "kept").write_text("data")
+    assert mount.stop(sig) == 0
+    assert mount_at(mount.mountpoint) is None
+    assert (mount.backing / "kept").read_text() == "data"
+
+
+def test_unmount_command_ends_the_server(mount_factory: MountFactory) -> None:
+    mount = mount_factory()
+    result = interposer("unmount", str(mount.mountpoint))
+    assert result.returncode == 0, result.stderr
+    assert mount.process is not None
+    assert mount.process.wait(timeout=20) == 0
+    assert mount_at(mount.mountpoint) is None
+
+
+def test_stale_mount_is_reported_and_force_recovers(scratch: Path) -> None:
+    require_fuse()
+    backing, mountpoint = scratch / "backing", scratch / "mnt"
+    backing.mkdir()
+    mountpoint.mkdir()
+    (backing / "file").write_text("survives")
+    first = MountProcess(backing, mountpoint, log=subprocess.DEVNULL).start()
+    assert first.process is not None
+    first.process.kill()
+    first.process.wait()
+    wait_for(lambda: is_stale(mountpoint), what="the mount to go stale")
+
+    refused = interposer("mount", str(backing), str(mountpoint))
+    assert refused.returncode == 2
+    assert "stale FUSE mount (Transport endpoint is not connected)" in refused.stderr
+    assert "--force" in refused.stderr
+    assert is_stale(mountpoint)
+
+    unmount_refused = interposer("unmount", str(mountpoint))
+    assert unmount_refused.returncode == 2 and "use --force" in unmount_refused.stderr
+
+    with MountProcess(backing, mountpoint, ["--force"], log=subprocess.DEVNULL):
+        assert (mountpoint / "file").read_text() == "survives"
+    assert mount_at(mountpoint) is None and not is_stale(mountpoint)
+
+
+def test_unmount_force_clears_a_stale_mount(scratch: Path) -> None:
+    require_fuse()
+    (scratch / "b").mkdir()
+    (scratch / "m").mkdir()
+    mount = MountProcess(scratch / "b", scratch / "m", log=subprocess.DEVNULL).start()
+    assert mount.process is not None
+    mount.process.kill()
+    mount.process.wait()
+    wait_for(lambda: is_stale(scratch / "m"), what="the mount to go stale")
+    result = interposer("unmount", "--force", str(scratch / "m"))
+    assert result.returncode == 0, result.stderr
+    assert not is_stale(scratch / "m") and mount_at(scratch / "m") is None
+
+
+def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: Path) -> None:
+    result = interposer("mount", str(scratch), str(mounted.mountpoint))
+    assert result.returncode == 2
+    assert "already a FUSE mount" in result.stderr
+    assert mounted.process is not None and mounted.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("cache:\n  entry_timeout: -1\n", "cache.entry_timeout: Input should be greater than or equal to 0"),
+        ("cache:\n  keep_cache: maybe\n", "cache.keep_cache: Input should be a valid boolean"),
+        ("cache:\n  colour: red\n", "cache.colour: unknown field; allowed fields: entry_timeout, attr_timeout"),
+        ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
+        ("bogus: 1\n", "bogus: unknown field; allowed fields: cache, fuse, control, extra_layers, log_level"),
+        ("extra_layers: ['nope']\n", "extra_layers: Value error, 'nope' is not of the form 'module:attribute'"),
+        ("- a list\n", "must hold a mapping at the top level"),
+        ("cache: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_field_and_mounts_nothing(scratch: Path, config: str, expected: str) -> None:
+    (scratch / "b").mkdir()
+    (scratch / "m").mkdir()
+    (scratch / "config.yaml").write_text(config)
+    result = interposer("mount", str(scratch / "b"), str(scratch / "m"), "--config", str(scratch / "config.yaml"))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert mount_at(scratch / "m") is None
+
+
+def test_every_bad_field_is_reported_at_once(scratch: Path) -> None:
+    (scratch / "config.yaml").write_text("cache:\n  attr_timeout: -2\nfuse:\n  max_workers: 0\n")
+    result = interposer("mount", str(scratch), str(scratch), "--config", str(scratch / "config.yaml"))
+    assert "cache.attr_timeout" in result.stderr and "fuse.max_workers" in result.stderr
+
+
+def test_bad_flag_names_the_flag(scratch: Path) -> None:
+    result = interposer("mount", str(scratch), str(scratch), "--entry-timeout", "soon")
+    assert result.returncode == 2
+    assert "cache.entry_timeout (--entry-timeout): Input should be a valid number" in result.stderr
+    result = interposer("mount", str(scratch), str(scratch), "--attr-timeout", "-1")
+    assert "cache.attr_timeout (--attr-timeout): Input should be greater than or equal to 0" in result.stderr
+
+
+def test_flags_override_the_config_file(mount_factory: MountFactory, scratch: Path) -> None:
+    (scratch / "config.yaml").write_text("cache:\n  entry_timeout: 5\n  attr_timeout: 7\n")
+    mount = mount_factory(args=["--config", str(scratch / "config.yaml"), "--attr-timeout", "0.5"])
+    cache = mount.status()["config"]["cache"]
+    assert (cache["entry_timeout"], cache["attr_timeout"]) == (5.0, 0.5)
+
+
+def test_missing_backing_and_mountpoint_are_named(scratch: Path) -> None:
+    result = interposer("mount", str(scratch / "nope"), str(scratch))
+    assert result.returncode == 2 and f"backing directory {scratch / 'nope'} does not exist" in result.stderr
+    result = interposer("mount", str(scratch), str(scratch / "nowhere"))
+    assert result.returncode == 2 and f"mountpoint {scratch / 'nowhere'} does not exist" in result.stderr
+
+
+def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
+    result = interposer("ctl", str(scratch), "status")
+    assert result.returncode == 2
+    assert "cannot reach the control socket" in result.stderr
+    assert interposer("unmount", str(scratch)).stderr.strip().endswith("is not a mountpoint")
+
+
+def test_ctl_status_reports_the_mount(mounted: MountProcess) -> None:
+    result = interposer("ctl", str(mounted.mountpoint), "status")
+    assert result.returncode == 0, result.stderr
+    assert f'"backing": "{mounted.backing}"' in result.stdout
+    assert '"inodes": 1' in result.stdout

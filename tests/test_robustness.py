@@ -1,0 +1,56 @@
+"""The mount never dies, and nothing it holds leaks."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import MountFactory, require, wait_for
+
+
+def test_exception_in_a_layer_is_eio_for_that_request_only(mount_factory: MountFactory, scratch: Path) -> None:
+    config = scratch / "config.yaml"
+    config.write_text("extra_layers: ['tests.layers.exploding:ExplodingLayer']\n")
+    mount = mount_factory(args=["--config", str(config)], expect_clean=False)
+    (mount.backing / "boom.txt").write_text("unreachable")
+    (mount.backing / "fine.txt").write_text("reachable")
+    for _ in range(3):
+        with pytest.raises(OSError) as excinfo:
+            os.stat(mount.mountpoint / "boom.txt")
+        assert excinfo.value.errno == errno.EIO
+    assert (mount.mountpoint / "fine.txt").read_text() == "reachable"
+    (mount.mountpoint / "new.txt").write_text("still serving")
+    assert (mount.backing / "new.txt").read_text() == "still serving"
+    status = mount.status()
+    assert status["internal_errors"] >= 3
+    assert mount.process is not None and mount.process.poll() is None
+    assert mount.stop() == 0
+    log = (scratch / "mount0.log").read_text()
+    assert "ZeroDivisionError: a defect in a layer" in log
+    assert "internal error in lookup on /boom.txt; answered EIO" in log
+
+
+def test_inode_table_and_handles_shrink_back_after_drop_caches(mount_factory: MountFactory) -> None:
+    require(os.access("/proc/sys/vm/drop_caches", os.W_OK), "writable /proc/sys/vm/drop_caches (root)")
+    mount = mount_factory()
+    mnt = mount.mountpoint
+    for directory in range(20):
+        (mnt / f"d{directory}").mkdir()
+        for index in range(100):
+            path = mnt / f"d{directory}" / f"f{index}"
+            path.write_bytes(b"x" * index)
+            os.link(path, mnt / f"d{directory}" / f"h{index}")
+    for directory in range(0, 20, 2):
+        os.rename(mnt / f"d{directory}", mnt / f"renamed{directory}")
+    listed = sum(len(os.listdir(mnt / name)) for name in os.listdir(mnt))
+    assert listed == 20 * 200
+    grown = mount.status()["inodes"]
+    assert grown > 2000
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    wait_for(lambda: mount.status()["inodes"] <= 2, timeout=30, what="the inode table to shrink after drop_caches")
+    status = mount.status()
+    assert status["open_files"] == 0 and status["open_dirs"] == 0
+    assert len(os.listdir(f"/proc/{mount.process.pid}/fd")) < 30  # type: ignore[union-attr]
