@@ -30,7 +30,9 @@ from .names import OpName
 from .op import Op
 
 _O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPEN_DROPPED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT
+_OPEN_DROPPED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
+"""Flags the kernel has already honoured, or that reopening through /proc/self/fd must not see:
+O_NOFOLLOW would refuse the /proc magic link itself (ELOOP); O_DIRECT becomes direct_io."""
 _DOT_NAMES = (b".", b"..")
 
 

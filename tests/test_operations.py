@@ -182,6 +182,18 @@ def test_open_flags_append_trunc_excl(mounted: MountProcess) -> None:
     assert stat.S_IMODE(os.stat(mounted.backing / "new").st_mode) == 0o604
 
 
+def test_o_nofollow_opens_files_and_refuses_symlinks(mounted: MountProcess) -> None:
+    """tar and rsync open with O_NOFOLLOW; the kernel resolves the path, the backend must not refuse."""
+    (mounted.mountpoint / "file").write_text("plain")
+    os.symlink("file", mounted.mountpoint / "link")
+    fd = os.open(mounted.mountpoint / "file", os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME)
+    assert os.read(fd, 10) == b"plain"
+    os.close(fd)
+    with pytest.raises(OSError) as excinfo:
+        os.open(mounted.mountpoint / "link", os.O_RDONLY | os.O_NOFOLLOW)
+    assert excinfo.value.errno == errno.ELOOP
+
+
 def test_o_direct_reads_and_writes_aligned_buffers(mounted: MountProcess) -> None:
     import mmap
 
