@@ -12,6 +12,7 @@ This class is deliberately thin.  What it owns is the contract with pyfuse3:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Sequence
@@ -61,13 +62,19 @@ class InterposerFS(pyfuse3.Operations):
             log.exception("internal error in %s on %s; answered EIO", op.name, _describe(op))
             raise pyfuse3.FUSEError(errno.EIO) from None
 
-    def _op(self, name: OpName, ctx: pyfuse3.RequestContext | None = None, **fields: Any) -> Op:
-        return Op(name, self.resolver, ctx=ctx, **fields)
+    def _op(self, name: OpName, ctx: pyfuse3.RequestContext | None = None, inode: int = 0) -> Op:
+        op = Op(name, self.resolver, ctx)
+        if inode:
+            op.inode = inode
+        return op
 
-    async def lookup(
-        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.LOOKUP, ctx, inode=parent_inode)
+    def _handle_op(self, name: OpName, fh: int) -> Op:
+        op = Op(name, self.resolver)
+        op.fh = fh
+        return op
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        op = self._op(OpName.LOOKUP, ctx, parent_inode)
         op.entry_name = name
         try:
             result: pyfuse3.EntryAttributes = await self._run(op)
@@ -84,13 +91,11 @@ class InterposerFS(pyfuse3.Operations):
         op = self._op(OpName.FORGET)
         op.forgets = inode_list
         op.size = len(inode_list)
-        try:
+        with contextlib.suppress(pyfuse3.FUSEError):  # forget has no reply; _run logged the unexpected
             await self._run(op)
-        except pyfuse3.FUSEError:
-            pass  # forget has no reply; _run has logged anything unexpected
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        result: pyfuse3.EntryAttributes = await self._run(self._op(OpName.GETATTR, ctx, inode=inode))
+        result: pyfuse3.EntryAttributes = await self._run(self._op(OpName.GETATTR, ctx, inode))
         return result
 
     async def setattr(
@@ -101,7 +106,9 @@ class InterposerFS(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.SETATTR, ctx, inode=inode, fh=-1 if fh is None else fh)
+        op = self._op(OpName.SETATTR, ctx, inode)
+        if fh is not None:
+            op.fh = fh
         op.attr = attr
         op.fields = fields
         if fields.update_size:
@@ -110,13 +117,13 @@ class InterposerFS(pyfuse3.Operations):
         return result
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        result: bytes = await self._run(self._op(OpName.READLINK, ctx, inode=inode))
+        result: bytes = await self._run(self._op(OpName.READLINK, ctx, inode))
         return result
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.SYMLINK, ctx, inode=parent_inode)
+        op = self._op(OpName.SYMLINK, ctx, parent_inode)
         op.entry_name = name
         op.target = target
         result: pyfuse3.EntryAttributes = await self._run(op)
@@ -125,7 +132,7 @@ class InterposerFS(pyfuse3.Operations):
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.MKNOD, ctx, inode=parent_inode)
+        op = self._op(OpName.MKNOD, ctx, parent_inode)
         op.entry_name = name
         op.mode = mode
         op.rdev = rdev
@@ -135,19 +142,19 @@ class InterposerFS(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.MKDIR, ctx, inode=parent_inode)
+        op = self._op(OpName.MKDIR, ctx, parent_inode)
         op.entry_name = name
         op.mode = mode
         result: pyfuse3.EntryAttributes = await self._run(op)
         return result
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.UNLINK, ctx, inode=parent_inode)
+        op = self._op(OpName.UNLINK, ctx, parent_inode)
         op.entry_name = name
         await self._run(op)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.RMDIR, ctx, inode=parent_inode)
+        op = self._op(OpName.RMDIR, ctx, parent_inode)
         op.entry_name = name
         await self._run(op)
 
@@ -160,7 +167,7 @@ class InterposerFS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        op = self._op(OpName.RENAME, ctx, inode=parent_inode_old)
+        op = self._op(OpName.RENAME, ctx, parent_inode_old)
         op.entry_name = name_old
         op.new_parent = parent_inode_new
         op.new_name = name_new
@@ -170,14 +177,14 @@ class InterposerFS(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.LINK, ctx, inode=inode)
+        op = self._op(OpName.LINK, ctx, inode)
         op.new_parent = new_parent_inode
         op.new_name = new_name
         result: pyfuse3.EntryAttributes = await self._run(op)
         return result
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        op = self._op(OpName.OPEN, ctx, inode=inode)
+        op = self._op(OpName.OPEN, ctx, inode)
         op.flags = flags
         result: pyfuse3.FileInfo = await self._run(op)
         return result
@@ -185,7 +192,7 @@ class InterposerFS(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        op = self._op(OpName.CREATE, ctx, inode=parent_inode)
+        op = self._op(OpName.CREATE, ctx, parent_inode)
         op.entry_name = name
         op.mode = mode
         op.flags = flags
@@ -193,65 +200,74 @@ class InterposerFS(pyfuse3.Operations):
         return result
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        result: bytes = await self._run(self._op(OpName.READ, fh=fh, offset=off, size=size))
+        op = Op(OpName.READ, self.resolver)
+        op.fh = fh
+        op.offset = off
+        op.size = size
+        result: bytes = await self._run(op)
         return result
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        op = self._op(OpName.WRITE, fh=fh, offset=off, size=len(buf))
+        op = Op(OpName.WRITE, self.resolver)
+        op.fh = fh
+        op.offset = off
+        op.size = len(buf)
         op.data = buf
         result: int = await self._run(op)
         return result
 
     async def flush(self, fh: int) -> None:
-        await self._run(self._op(OpName.FLUSH, fh=fh))
+        await self._run(self._handle_op(OpName.FLUSH, fh))
 
     async def release(self, fh: int) -> None:
-        await self._run(self._op(OpName.RELEASE, fh=fh))
+        await self._run(self._handle_op(OpName.RELEASE, fh))
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        op = self._op(OpName.FSYNC, fh=fh)
+        op = self._handle_op(OpName.FSYNC, fh)
         op.datasync = datasync
         await self._run(op)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        result: int = await self._run(self._op(OpName.OPENDIR, ctx, inode=inode))
+        result: int = await self._run(self._op(OpName.OPENDIR, ctx, inode))
         return result
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        op = self._op(OpName.READDIR, fh=fh, offset=start_id)
+        op = self._handle_op(OpName.READDIR, fh)
+        op.offset = start_id
         op.token = token
         await self._run(op)
 
     async def releasedir(self, fh: int) -> None:
-        await self._run(self._op(OpName.RELEASEDIR, fh=fh))
+        await self._run(self._handle_op(OpName.RELEASEDIR, fh))
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        op = self._op(OpName.FSYNCDIR, fh=fh)
+        op = self._handle_op(OpName.FSYNCDIR, fh)
         op.datasync = datasync
         await self._run(op)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        result: pyfuse3.StatvfsData = await self._run(self._op(OpName.STATFS, ctx, inode=pyfuse3.ROOT_INODE))
+        result: pyfuse3.StatvfsData = await self._run(self._op(OpName.STATFS, ctx, pyfuse3.ROOT_INODE))
         return result
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.SETXATTR, ctx, inode=inode, size=len(value))
+        op = self._op(OpName.SETXATTR, ctx, inode)
+        op.size = len(value)
         op.xattr_name = name
         op.data = value
         await self._run(op)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        op = self._op(OpName.GETXATTR, ctx, inode=inode)
+        op = self._op(OpName.GETXATTR, ctx, inode)
         op.xattr_name = name
         result: bytes = await self._run(op)
         return result
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        result: list[bytes] = await self._run(self._op(OpName.LISTXATTR, ctx, inode=inode))
+        result: list[bytes] = await self._run(self._op(OpName.LISTXATTR, ctx, inode))
         return result
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.REMOVEXATTR, ctx, inode=inode)
+        op = self._op(OpName.REMOVEXATTR, ctx, inode)
         op.xattr_name = name
         await self._run(op)
 

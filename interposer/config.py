@@ -54,6 +54,16 @@ class FuseConfig(_Section):
     fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
 
 
+class BackendConfig(_Section):
+    """Where the data lives."""
+
+    max_inode_fds: int | None = Field(
+        None,
+        ge=16,
+        description="O_PATH descriptors kept open for known inodes; unset: half the process descriptor limit.",
+    )
+
+
 class ControlConfig(_Section):
     """The control socket of a running mount."""
 
@@ -65,11 +75,12 @@ class InterposerConfig(_Section):
 
     cache: CacheConfig = CacheConfig()
     fuse: FuseConfig = FuseConfig()
+    backend: BackendConfig = BackendConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
         (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity on stderr.")
 
     @field_validator("extra_layers")
     @classmethod

@@ -1,33 +1,48 @@
-"""The passthrough backend's inode table: identity, lookup counts and names.
+"""The passthrough backend's inode table: identity, lookup counts, names and descriptors.
 
 The kernel refers to files by the inode numbers we hand out and tells us, with
 ``forget``, when it drops its references; an entry lives exactly as long as its
-lookup count is positive.  Each entry holds an ``O_PATH`` descriptor of the
-backing object, which pins it: its backing inode number cannot be reused while
-the kernel may still name it, and operations reach it without a path that
-could be raced.
+lookup count is positive.
 
 FUSE inode numbers are the backing ``st_ino`` for objects on the backing root's
 device, so ``ls -i``, ``find -samefile`` and hard-link detection in tar or
 rsync see the same numbers as on the native directory.  Objects on other
 devices (mounts inside the backing tree) get numbers from a private range.
 
-The table also records every name under which an entry was seen, so that an
-inode resolves to a path for tracing and fault matching; renames of a parent
-need no update because paths are built by walking parents.
+Descriptors.  The kernel may keep any number of inodes referenced, far more
+than a process may hold descriptors, so an entry does not hold one by default.
+A lookup records the object with a single ``fstatat``.  When an operation needs
+the object, ``fd()`` opens an ``O_PATH`` descriptor relative to the parent
+(checking that the object is still the one recorded) and keeps it in a bounded
+LRU pool.  A descriptor evicted from the pool is replaced by the kernel's file
+handle for the object, so reopening it reaches exactly that object, wherever it
+has been renamed, or fails with ESTALE.  Objects whose last name is gone
+(unlinked while the kernel still refers to them) keep their descriptor, since
+no name can reach them again.
+
+The table records every name under which an entry was seen, so an inode
+resolves to a path for tracing and fault matching; renames of a parent need no
+update because paths are built by walking parents.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+from collections import OrderedDict
 
 import pyfuse3
+
+from . import syscalls
+
+log = logging.getLogger(__name__)
 
 ROOT_INODE: int = pyfuse3.ROOT_INODE
 FOREIGN_INODE_BASE = 1 << 63
 """Inode numbers at and above this are handed out for objects on other devices."""
 DELETED_SUFFIX = " (deleted)"
+O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 4096
 
 Name = tuple[int, bytes]
@@ -37,11 +52,12 @@ Name = tuple[int, bytes]
 class Inode:
     """One object the kernel knows, with the names it was seen under (first = primary)."""
 
-    __slots__ = ("ino", "fd", "dev", "backing_ino", "lookups", "names", "deleted_path")
+    __slots__ = ("backing_ino", "deleted_path", "dev", "fd", "handle", "ino", "lookups", "names")
 
-    def __init__(self, ino: int, fd: int, st: os.stat_result) -> None:
+    def __init__(self, ino: int, st: os.stat_result) -> None:
         self.ino = ino
-        self.fd = fd
+        self.fd = -1
+        self.handle: bytes | None = None
         self.dev = st.st_dev
         self.backing_ino = st.st_ino
         self.lookups = 0
@@ -52,19 +68,31 @@ class Inode:
 class InodeTable:
     """Maps FUSE inode numbers to backing objects and back, honouring lookup counts."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root: str, max_open: int) -> None:
+        root_fd = os.open(root, O_PATH_FLAGS | os.O_DIRECTORY)
         st = os.fstat(root_fd)
+        # open_by_handle_at wants a real (not O_PATH) descriptor on the file system.
+        self._mount_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._root_dev = st.st_dev
         self._root_backing_ino = st.st_ino
-        root = Inode(ROOT_INODE, root_fd, st)
-        root.lookups = 1
-        self._entries: dict[int, Inode] = {ROOT_INODE: root}
+        self.root = Inode(ROOT_INODE, st)
+        self.root.fd = root_fd
+        self.root.lookups = 1
+        self._entries: dict[int, Inode] = {ROOT_INODE: self.root}
         self._dentries: dict[Name, int] = {}
         self._foreign: dict[tuple[int, int], int] = {}
         self._next_foreign = FOREIGN_INODE_BASE
+        self._open: OrderedDict[int, Inode] = OrderedDict()
+        self._max_open = max(max_open, 16)
+        self._handles_supported = True
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def open_descriptors(self) -> int:
+        """Descriptors held in the pool (the root's and pinned ones not counted)."""
+        return len(self._open)
 
     def get(self, ino: int) -> Inode:
         """The entry for an inode the kernel names; ESTALE if the kernel names one we never gave."""
@@ -78,7 +106,7 @@ class InodeTable:
         if st.st_dev == self._root_dev:
             if st.st_ino == self._root_backing_ino:
                 return ROOT_INODE
-            if st.st_ino > ROOT_INODE and st.st_ino < FOREIGN_INODE_BASE:
+            if ROOT_INODE < st.st_ino < FOREIGN_INODE_BASE:
                 return st.st_ino
         key = (st.st_dev, st.st_ino)
         ino = self._foreign.get(key)
@@ -88,19 +116,66 @@ class InodeTable:
             self._foreign[key] = ino
         return ino
 
-    def acquire(self, parent: int, name: bytes, fd: int, st: os.stat_result) -> Inode:
-        """Count one more kernel reference to the object found as ``name`` in ``parent``.
+    # -- descriptors -------------------------------------------------------------------
 
-        ``fd`` is a fresh O_PATH descriptor of that object; the table keeps it for
-        a new entry and closes it when the object is already known.
-        """
+    def fd(self, entry: Inode) -> int:
+        """An O_PATH descriptor of the entry's object, opened on demand and kept in the LRU pool."""
+        fd = entry.fd
+        if fd >= 0:
+            try:  # noqa: SIM105 - free when nothing is raised; this runs on every request
+                self._open.move_to_end(entry.ino)
+            except KeyError:
+                pass  # the root and pinned entries live outside the pool
+            return fd
+        return self._reopen(entry)
+
+    def _reopen(self, entry: Inode) -> int:
+        if entry.handle is not None:
+            fd = syscalls.open_file_handle(self._mount_fd, entry.handle, O_PATH_FLAGS)
+        else:
+            name = self._live_name(entry)
+            if name is None:
+                raise OSError(errno.ESTALE, f"inode {entry.ino} has no name left to reach it by")
+            fd = os.open(name[1], O_PATH_FLAGS, dir_fd=self.fd(self._entries[name[0]]))
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (entry.dev, entry.backing_ino):
+                os.close(fd)
+                raise OSError(errno.ESTALE, f"{self.path_of_inode(entry.ino)} was replaced outside the mount")
+        entry.fd = fd
+        self._open[entry.ino] = entry
+        while len(self._open) > self._max_open:
+            self._evict_oldest()
+        return fd
+
+    def _evict_oldest(self) -> None:
+        _, victim = self._open.popitem(last=False)
+        if victim.handle is None and self._handles_supported:
+            try:
+                victim.handle = syscalls.file_handle(victim.fd)
+            except OSError as exc:
+                self._handles_supported = False
+                log.warning("backing file system gives no file handles (%s); reopening by name", exc.strerror)
+        if victim.handle is None and not victim.names:
+            return  # unreachable by name: keep the descriptor, outside the pool
+        os.close(victim.fd)
+        victim.fd = -1
+
+    def pin(self, parent: int, name: bytes) -> None:
+        """Make sure a known object about to lose a name stays reachable afterwards."""
+        ino = self._dentries.get((parent, name))
+        entry = None if ino is None else self._entries.get(ino)
+        if entry is not None and entry.fd < 0:
+            self.fd(entry)  # a handle would not do: file systems refuse handles of unlinked inodes
+
+    # -- lookup counts -----------------------------------------------------------------
+
+    def acquire(self, parent: int, name: bytes, st: os.stat_result) -> Inode:
+        """Count one more kernel reference to the object ``st`` found as ``name`` in ``parent``."""
         ino = self.number_for(st)
         entry = self._entries.get(ino)
         if entry is None:
-            entry = Inode(ino, fd, st)
+            entry = Inode(ino, st)
             self._entries[ino] = entry
-        else:
-            os.close(fd)
         entry.lookups += 1
         if name not in (b".", b"..") and parent != ino:
             self._add_name(entry, (parent, name))
@@ -112,7 +187,7 @@ class InodeTable:
         self._add_name(entry, (parent, name))
 
     def forget(self, ino: int, count: int) -> None:
-        """Drop ``count`` kernel references; the last one closes the descriptor and frees the entry."""
+        """Drop ``count`` kernel references; the last one frees the entry and its descriptor."""
         entry = self._entries.get(ino)
         if entry is None or ino == ROOT_INODE:
             return
@@ -120,12 +195,16 @@ class InodeTable:
         if entry.lookups > 0:
             return
         del self._entries[ino]
+        self._open.pop(ino, None)
         for name in entry.names:
             if self._dentries.get(name) == ino:
                 del self._dentries[name]
         if ino >= FOREIGN_INODE_BASE:
             self._foreign.pop((entry.dev, entry.backing_ino), None)
-        os.close(entry.fd)
+        if entry.fd >= 0:
+            os.close(entry.fd)
+
+    # -- names -------------------------------------------------------------------------
 
     def child(self, parent: int, name: bytes) -> Inode | None:
         """The known entry behind a directory entry, if the table has seen it."""
@@ -142,6 +221,8 @@ class InodeTable:
         entry.names.remove((parent, name))
         if not entry.names:
             entry.deleted_path = path
+            if entry.fd >= 0:
+                self._open.pop(entry.ino, None)  # pinned: no name can reopen it
 
     def renamed(self, old: Name, new: Name, exchange: bool) -> None:
         """Move a name; with ``exchange`` the two names swap their objects."""
@@ -184,6 +265,16 @@ class InodeTable:
             text = name.decode("utf-8", "surrogateescape")
             paths.append(("" if parent_path == "/" else parent_path) + "/" + text)
         return paths
+
+    def close(self) -> None:
+        """Close every descriptor the table holds; called once the session has ended."""
+        for entry in self._entries.values():
+            if entry.fd >= 0:
+                os.close(entry.fd)
+                entry.fd = -1
+        self._entries.clear()
+        self._open.clear()
+        os.close(self._mount_fd)
 
     def _live_name(self, entry: Inode) -> Name | None:
         for name in entry.names:

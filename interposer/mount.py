@@ -13,6 +13,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from . import syscalls
 from .adapter import InterposerFS
 from .config import InterposerConfig
 from .control import ControlServer, socket_path_for
@@ -55,17 +56,17 @@ def load_layers(specs: tuple[str, ...]) -> list[Layer]:
     return layers
 
 
-def _raise_fd_limit() -> None:
-    """Each known inode holds a descriptor: allow as many as we are allowed to."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+def _raise_fd_limit() -> int:
+    """Known inodes and open files hold descriptors: allow as many as we may; return the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(hard, int(Path("/proc/sys/fs/nr_open").read_text()))
     for limit in (wanted, hard):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         except (ValueError, OSError):
             continue
-        log.debug("descriptor limit %d", limit)
-        return
+        return limit
+    return soft
 
 
 def _mount_options(config: InterposerConfig) -> set[str]:
@@ -94,7 +95,10 @@ class Mount:
         self.backing = backing.resolve()
         self.mountpoint = mountpoint.absolute()
         self.config = config
-        self.backend = PassthroughBackend(str(self.backing), config.cache)
+        fd_limit = _raise_fd_limit()
+        self.backend = PassthroughBackend(
+            str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
+        )
         self.pipeline = Pipeline(self.backend, load_layers(config.extra_layers))
         self.fs = InterposerFS(
             self.pipeline,
@@ -112,6 +116,7 @@ class Mount:
             "backing": str(self.backing),
             "pid": os.getpid(),
             "inodes": len(self.backend.inodes),
+            "inode_fds": self.backend.inodes.open_descriptors,
             "open_files": len(self.backend.files),
             "open_dirs": len(self.backend.dirs),
             "internal_errors": self.fs.internal_errors,
@@ -121,7 +126,7 @@ class Mount:
     def serve(self) -> None:
         """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount."""
         os.umask(0)  # the kernel has applied the caller's umask already
-        _raise_fd_limit()
+        syscalls.keep_large_buffers_on_heap()
         pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
         try:
             log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)

@@ -31,81 +31,48 @@ class PathResolver(Protocol):
 class Op:
     """One request: what was asked, by whom, and how it ended.
 
-    ``path`` is resolved lazily because only some layers need it and resolution
-    walks the inode table.  ``transferred`` counts the bytes actually moved,
-    which can differ from the requested ``size`` (short reads, EOF).
+    Fields an operation does not use keep their class-level defaults, so
+    building an Op costs only the assignments the request needs: this runs once
+    per FUSE request.  ``path`` is resolved lazily because only some layers need
+    it and resolution walks the inode table.  ``transferred`` counts the bytes
+    actually moved, which can differ from the requested ``size``.
     """
 
-    __slots__ = (
-        "name",
-        "inode",
-        "fh",
-        "offset",
-        "size",
-        "pid",
-        "uid",
-        "gid",
-        "umask",
-        "entry_name",
-        "new_parent",
-        "new_name",
-        "mode",
-        "flags",
-        "rdev",
-        "data",
-        "target",
-        "attr",
-        "fields",
-        "xattr_name",
-        "token",
-        "datasync",
-        "forgets",
-        "transferred",
-        "result",
-        "error",
-        "resolver",
-        "_path",
-    )
+    inode = 0
+    fh = -1
+    offset = 0
+    size = 0
+    pid = 0
+    uid = 0
+    gid = 0
+    umask = 0
+    entry_name = b""
+    new_parent = 0
+    new_name = b""
+    mode = 0
+    flags = 0
+    rdev = 0
+    data = b""
+    target = b""
+    attr: pyfuse3.EntryAttributes | None = None
+    fields: pyfuse3.SetattrFields | None = None
+    xattr_name = b""
+    token: pyfuse3.ReaddirToken | None = None
+    datasync = False
+    forgets: Sequence[tuple[int, int]] = ()
+    transferred = 0
+    result: Any = None
+    error: BaseException | None = None
+    _path: str | None = None
 
-    def __init__(
-        self,
-        name: OpName,
-        resolver: PathResolver,
-        *,
-        inode: int = 0,
-        fh: int = -1,
-        offset: int = 0,
-        size: int = 0,
-        ctx: pyfuse3.RequestContext | None = None,
-    ) -> None:
+    def __init__(self, name: OpName, resolver: PathResolver, ctx: pyfuse3.RequestContext | None = None) -> None:
         self.name = name
         self.resolver = resolver
-        self.inode = inode
-        self.fh = fh
-        self.offset = offset
-        self.size = size
-        if ctx is None:
-            self.pid = self.uid = self.gid = self.umask = 0
-        else:
-            self.pid, self.uid, self.gid, self.umask = ctx.pid, ctx.uid, ctx.gid, ctx.umask
-        self.entry_name = b""
-        self.new_parent = 0
-        self.new_name = b""
-        self.mode = 0
-        self.flags = 0
-        self.rdev = 0
-        self.data = b""
-        self.target = b""
-        self.attr: pyfuse3.EntryAttributes | None = None
-        self.fields: pyfuse3.SetattrFields | None = None
-        self.xattr_name = b""
-        self.token: pyfuse3.ReaddirToken | None = None
-        self.datasync = False
-        self.forgets: Sequence[tuple[int, int]] = ()
-        self.transferred = 0
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self._path: str | None = None
+        if ctx is not None:
+            self.pid = ctx.pid
+            self.uid = ctx.uid
+            self.gid = ctx.gid
+            self.umask = ctx.umask
 
     @property
     def path(self) -> str:

@@ -29,7 +29,6 @@ from .inodes import ROOT_INODE, Inode, InodeTable
 from .names import OpName
 from .op import Op
 
-_O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_DROPPED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
 """Flags the kernel has already honoured, or that reopening through /proc/self/fd must not see:
 O_NOFOLLOW would refuse the /proc magic link itself (ELOOP); O_DIRECT becomes direct_io."""
@@ -47,7 +46,7 @@ class Handle:
     so those operations are attributed to the process that opened the handle.
     """
 
-    __slots__ = ("inode", "pid", "uid", "gid", "listing")
+    __slots__ = ("gid", "inode", "listing", "pid", "uid")
 
     def __init__(self, inode: int, op: Op) -> None:
         self.inode = inode
@@ -60,10 +59,9 @@ class Handle:
 class PassthroughBackend:
     """Serves FUSE requests from a backing directory; owns the inode and handle tables."""
 
-    def __init__(self, root: str, cache: CacheConfig) -> None:
+    def __init__(self, root: str, cache: CacheConfig, max_inode_fds: int) -> None:
         self.root = os.path.realpath(root)
-        root_fd = os.open(self.root, _O_PATH_FLAGS | os.O_DIRECTORY)
-        self.inodes = InodeTable(root_fd)
+        self.inodes = InodeTable(self.root, max_inode_fds)
         self.files: dict[int, Handle] = {}
         self.dirs: dict[int, Handle] = {}
         self._entry_timeout = cache.entry_timeout
@@ -141,25 +139,20 @@ class PassthroughBackend:
         return attrs
 
     def _acquire(self, parent: Inode, name: bytes) -> tuple[Inode, os.stat_result]:
-        """Open the named child of ``parent`` and count a kernel reference to it."""
+        """Find the named child of ``parent`` with one fstatat and count a kernel reference to it."""
+        parent_fd = self.inodes.fd(parent)
         if name == b"." or (name == b".." and parent.ino == ROOT_INODE):
-            fd = os.open(_proc_path(parent.fd), _O_PATH_FLAGS)
+            st = os.fstat(parent_fd)
         else:
-            fd = os.open(name, _O_PATH_FLAGS, dir_fd=parent.fd)
-        try:
-            st = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return self.inodes.acquire(parent.ino, name, fd, st), st
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        return self.inodes.acquire(parent.ino, name, st), st
 
     def _created(self, parent: Inode, name: bytes, op: Op) -> pyfuse3.EntryAttributes:
         """Give a new object to its caller, as the kernel would have, and count the reference."""
-        entry, st = self._acquire(parent, name)
         uid, gid = self._owner_for(parent, op)
         if uid != -1 or gid != -1:
-            syscalls.set_owner(entry.fd, uid, gid)
-            st = os.fstat(entry.fd)
+            os.chown(name, uid, gid, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
+        entry, st = self._acquire(parent, name)
         return self._attributes(entry.ino, st)
 
     def _owner_for(self, parent: Inode, op: Op) -> tuple[int, int]:
@@ -168,9 +161,13 @@ class PassthroughBackend:
             return -1, -1
         uid = op.uid if op.uid != 0 else -1
         gid = op.gid if op.gid != 0 else -1
-        if gid != -1 and os.fstat(parent.fd).st_mode & stat.S_ISGID:
+        if gid != -1 and os.fstat(self.inodes.fd(parent)).st_mode & stat.S_ISGID:
             gid = -1
         return uid, gid
+
+    def _fd(self, ino: int) -> int:
+        """The O_PATH descriptor of a kernel-named inode."""
+        return self.inodes.fd(self.inodes.get(ino))
 
     def _open_flags(self, flags: int) -> int:
         flags &= ~_OPEN_DROPPED
@@ -197,17 +194,19 @@ class PassthroughBackend:
 
     async def getattr(self, op: Op) -> pyfuse3.EntryAttributes:
         entry = self.inodes.get(op.inode)
-        return self._attributes(entry.ino, os.fstat(entry.fd))
+        return self._attributes(entry.ino, os.fstat(self.inodes.fd(entry)))
 
     async def setattr(self, op: Op) -> pyfuse3.EntryAttributes:
         entry = self.inodes.get(op.inode)
+        fd = self.inodes.fd(entry)
         attr, fields = op.attr, op.fields
-        assert attr is not None and fields is not None
+        assert attr is not None
+        assert fields is not None
         if fields.update_mode:
-            os.chmod(_proc_path(entry.fd), stat.S_IMODE(attr.st_mode))
+            os.chmod(_proc_path(fd), stat.S_IMODE(attr.st_mode))
         if fields.update_uid or fields.update_gid:
             syscalls.set_owner(
-                entry.fd,
+                fd,
                 attr.st_uid if fields.update_uid else -1,
                 attr.st_gid if fields.update_gid else -1,
             )
@@ -215,68 +214,75 @@ class PassthroughBackend:
             if op.fh >= 0:
                 os.ftruncate(op.fh, attr.st_size)
             else:
-                os.truncate(_proc_path(entry.fd), attr.st_size)
+                os.truncate(_proc_path(fd), attr.st_size)
         if fields.update_atime or fields.update_mtime:
             syscalls.set_times(
-                entry.fd,
+                fd,
                 attr.st_atime_ns if fields.update_atime else None,
                 attr.st_mtime_ns if fields.update_mtime else None,
             )
-        return self._attributes(entry.ino, os.fstat(entry.fd))
+        return self._attributes(entry.ino, os.fstat(fd))
 
     async def readlink(self, op: Op) -> bytes:
-        return os.readlink(b"", dir_fd=self.inodes.get(op.inode).fd)
+        return os.readlink(b"", dir_fd=self._fd(op.inode))
 
     async def symlink(self, op: Op) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(op.inode)
-        os.symlink(op.target, op.entry_name, dir_fd=parent.fd)
+        os.symlink(op.target, op.entry_name, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
     async def mknod(self, op: Op) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(op.inode)
-        os.mknod(op.entry_name, op.mode, op.rdev, dir_fd=parent.fd)
+        os.mknod(op.entry_name, op.mode, op.rdev, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
     async def mkdir(self, op: Op) -> pyfuse3.EntryAttributes:
         parent = self.inodes.get(op.inode)
-        os.mkdir(op.entry_name, op.mode, dir_fd=parent.fd)
+        os.mkdir(op.entry_name, op.mode, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
     async def unlink(self, op: Op) -> None:
         parent = self.inodes.get(op.inode)
-        os.unlink(op.entry_name, dir_fd=parent.fd)
+        self.inodes.pin(parent.ino, op.entry_name)
+        os.unlink(op.entry_name, dir_fd=self.inodes.fd(parent))
         self.inodes.removed(parent.ino, op.entry_name)
 
     async def rmdir(self, op: Op) -> None:
         parent = self.inodes.get(op.inode)
-        os.rmdir(op.entry_name, dir_fd=parent.fd)
+        self.inodes.pin(parent.ino, op.entry_name)
+        os.rmdir(op.entry_name, dir_fd=self.inodes.fd(parent))
         self.inodes.removed(parent.ino, op.entry_name)
 
     async def rename(self, op: Op) -> None:
         old_parent = self.inodes.get(op.inode)
         new_parent = self.inodes.get(op.new_parent)
+        old_fd, new_fd = self.inodes.fd(old_parent), self.inodes.fd(new_parent)
+        exchange = bool(op.flags & syscalls.RENAME_EXCHANGE)
+        if not exchange:
+            self.inodes.pin(new_parent.ino, op.new_name)
         if op.flags:
-            syscalls.renameat2(old_parent.fd, op.entry_name, new_parent.fd, op.new_name, op.flags)
+            syscalls.renameat2(old_fd, op.entry_name, new_fd, op.new_name, op.flags)
         else:
-            os.rename(op.entry_name, op.new_name, src_dir_fd=old_parent.fd, dst_dir_fd=new_parent.fd)
+            os.rename(op.entry_name, op.new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
         self.inodes.renamed(
             (old_parent.ino, op.entry_name),
             (new_parent.ino, op.new_name),
-            exchange=bool(op.flags & syscalls.RENAME_EXCHANGE),
+            exchange=exchange,
         )
 
     async def link(self, op: Op) -> pyfuse3.EntryAttributes:
         entry = self.inodes.get(op.inode)
         new_parent = self.inodes.get(op.new_parent)
-        syscalls.link_to(entry.fd, new_parent.fd, op.new_name)
+        fd = self.inodes.fd(entry)
+        syscalls.link_to(fd, self.inodes.fd(new_parent), op.new_name)
         self.inodes.add_reference(entry, new_parent.ino, op.new_name)
-        return self._attributes(entry.ino, os.fstat(entry.fd))
+        return self._attributes(entry.ino, os.fstat(fd))
 
     # -- file handles ------------------------------------------------------------------
 
     async def open(self, op: Op) -> pyfuse3.FileInfo:
         entry = self.inodes.get(op.inode)
-        fd = os.open(_proc_path(entry.fd), self._open_flags(op.flags))
+        fd = os.open(_proc_path(self.inodes.fd(entry)), self._open_flags(op.flags))
         self.files[fd] = Handle(entry.ino, op)
         op.fh = fd
         return self._file_info(fd, op.flags)
@@ -284,13 +290,18 @@ class PassthroughBackend:
     async def create(self, op: Op) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self.inodes.get(op.inode)
         flags = self._open_flags(op.flags) | os.O_CREAT | os.O_NOFOLLOW | (op.flags & os.O_EXCL)
-        fd = os.open(op.entry_name, flags, op.mode & 0o7777, dir_fd=parent.fd)
+        fd = os.open(op.entry_name, flags, op.mode & 0o7777, dir_fd=self.inodes.fd(parent))
         try:
-            attrs = self._created(parent, op.entry_name, op)
+            uid, gid = self._owner_for(parent, op)
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        self.files[fd] = Handle(attrs.st_ino, op)
+        entry = self.inodes.acquire(parent.ino, op.entry_name, st)
+        attrs = self._attributes(entry.ino, st)
+        self.files[fd] = Handle(entry.ino, op)
         op.fh = fd
         return self._file_info(fd, op.flags), attrs
 
@@ -319,7 +330,7 @@ class PassthroughBackend:
 
     async def opendir(self, op: Op) -> int:
         entry = self.inodes.get(op.inode)
-        fd = os.open(_proc_path(entry.fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(_proc_path(self.inodes.fd(entry)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.dirs[fd] = Handle(entry.ino, op)
         op.fh = fd
         return fd
@@ -338,6 +349,7 @@ class PassthroughBackend:
         directory = self.inodes.get(handle.inode)
         listing = handle.listing
         token = op.token
+        assert token is not None
         for index in range(op.offset, len(listing)):
             name = listing[index]
             if name in _DOT_NAMES:
@@ -355,10 +367,10 @@ class PassthroughBackend:
             op.transferred += 1
 
     def _dot_attributes(self, directory: Inode, name: bytes) -> pyfuse3.EntryAttributes:
+        fd = self.inodes.fd(directory)
         if name == b"." or directory.ino == ROOT_INODE:
-            st = os.fstat(directory.fd)
-            return self._attributes(directory.ino, st)
-        st = os.stat(b"..", dir_fd=directory.fd, follow_symlinks=False)
+            return self._attributes(directory.ino, os.fstat(fd))
+        st = os.stat(b"..", dir_fd=fd, follow_symlinks=False)
         return self._attributes(self.inodes.number_for(st), st)
 
     async def releasedir(self, op: Op) -> None:
@@ -371,7 +383,7 @@ class PassthroughBackend:
     # -- file system and extended attributes -------------------------------------------
 
     async def statfs(self, op: Op) -> pyfuse3.StatvfsData:
-        st = os.statvfs(self.inodes.get(ROOT_INODE).fd)
+        st = os.statvfs(self.inodes.root.fd)
         data = pyfuse3.StatvfsData()
         data.f_bsize = st.f_bsize
         data.f_frsize = st.f_frsize
@@ -385,19 +397,19 @@ class PassthroughBackend:
         return data
 
     async def setxattr(self, op: Op) -> None:
-        os.setxattr(_proc_path(self.inodes.get(op.inode).fd), op.xattr_name, op.data)
+        os.setxattr(_proc_path(self._fd(op.inode)), op.xattr_name, op.data)
 
     async def getxattr(self, op: Op) -> bytes:
-        value = os.getxattr(_proc_path(self.inodes.get(op.inode).fd), op.xattr_name)
+        value = os.getxattr(_proc_path(self._fd(op.inode)), op.xattr_name)
         op.transferred = len(value)
         return value
 
     async def listxattr(self, op: Op) -> list[bytes]:
-        names = os.listxattr(_proc_path(self.inodes.get(op.inode).fd))
+        names = os.listxattr(_proc_path(self._fd(op.inode)))
         return [os.fsencode(name) for name in names]
 
     async def removexattr(self, op: Op) -> None:
-        os.removexattr(_proc_path(self.inodes.get(op.inode).fd), op.xattr_name)
+        os.removexattr(_proc_path(self._fd(op.inode)), op.xattr_name)
 
     def close(self) -> None:
         """Close every descriptor; called once the session has ended."""
@@ -409,3 +421,4 @@ class PassthroughBackend:
                     raise
         self.files.clear()
         self.dirs.clear()
+        self.inodes.close()

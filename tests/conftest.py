@@ -106,7 +106,8 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
         code = process.stop()
         if expect_clean and code != 0:
             failures.append(f"{process.mountpoint}: exit code {code}\n{log_path.read_text()[-4000:]}")
-        assert mount_at(process.mountpoint) is None and not is_stale(process.mountpoint)
+        assert mount_at(process.mountpoint) is None
+        assert not is_stale(process.mountpoint)
     assert not failures, "\n".join(failures)
 
 

@@ -58,11 +58,13 @@ def test_stale_mount_is_reported_and_force_recovers(scratch: Path) -> None:
     assert is_stale(mountpoint)
 
     unmount_refused = interposer("unmount", str(mountpoint))
-    assert unmount_refused.returncode == 2 and "use --force" in unmount_refused.stderr
+    assert unmount_refused.returncode == 2
+    assert "use --force" in unmount_refused.stderr
 
     with MountProcess(backing, mountpoint, ["--force"], log=subprocess.DEVNULL):
         assert (mountpoint / "file").read_text() == "survives"
-    assert mount_at(mountpoint) is None and not is_stale(mountpoint)
+    assert mount_at(mountpoint) is None
+    assert not is_stale(mountpoint)
 
 
 def test_unmount_force_clears_a_stale_mount(scratch: Path) -> None:
@@ -76,14 +78,16 @@ def test_unmount_force_clears_a_stale_mount(scratch: Path) -> None:
     wait_for(lambda: is_stale(scratch / "m"), what="the mount to go stale")
     result = interposer("unmount", "--force", str(scratch / "m"))
     assert result.returncode == 0, result.stderr
-    assert not is_stale(scratch / "m") and mount_at(scratch / "m") is None
+    assert not is_stale(scratch / "m")
+    assert mount_at(scratch / "m") is None
 
 
 def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: Path) -> None:
     result = interposer("mount", str(scratch), str(mounted.mountpoint))
     assert result.returncode == 2
     assert "already a FUSE mount" in result.stderr
-    assert mounted.process is not None and mounted.process.poll() is None
+    assert mounted.process is not None
+    assert mounted.process.poll() is None
 
 
 @pytest.mark.parametrize(
@@ -93,7 +97,7 @@ def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: P
         ("cache:\n  keep_cache: maybe\n", "cache.keep_cache: Input should be a valid boolean"),
         ("cache:\n  colour: red\n", "cache.colour: unknown field; allowed fields: entry_timeout, attr_timeout"),
         ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
-        ("bogus: 1\n", "bogus: unknown field; allowed fields: cache, fuse, control, extra_layers, log_level"),
+        ("bogus: 1\n", "bogus: unknown field; allowed fields: cache, fuse, backend, control, extra_layers, log_level"),
         ("extra_layers: ['nope']\n", "extra_layers: Value error, 'nope' is not of the form 'module:attribute'"),
         ("- a list\n", "must hold a mapping at the top level"),
         ("cache: [\n", "is not valid YAML"),
@@ -112,7 +116,8 @@ def test_bad_config_names_the_field_and_mounts_nothing(scratch: Path, config: st
 def test_every_bad_field_is_reported_at_once(scratch: Path) -> None:
     (scratch / "config.yaml").write_text("cache:\n  attr_timeout: -2\nfuse:\n  max_workers: 0\n")
     result = interposer("mount", str(scratch), str(scratch), "--config", str(scratch / "config.yaml"))
-    assert "cache.attr_timeout" in result.stderr and "fuse.max_workers" in result.stderr
+    assert "cache.attr_timeout" in result.stderr
+    assert "fuse.max_workers" in result.stderr
 
 
 def test_bad_flag_names_the_flag(scratch: Path) -> None:
@@ -132,9 +137,11 @@ def test_flags_override_the_config_file(mount_factory: MountFactory, scratch: Pa
 
 def test_missing_backing_and_mountpoint_are_named(scratch: Path) -> None:
     result = interposer("mount", str(scratch / "nope"), str(scratch))
-    assert result.returncode == 2 and f"backing directory {scratch / 'nope'} does not exist" in result.stderr
+    assert result.returncode == 2
+    assert f"backing directory {scratch / 'nope'} does not exist" in result.stderr
     result = interposer("mount", str(scratch), str(scratch / "nowhere"))
-    assert result.returncode == 2 and f"mountpoint {scratch / 'nowhere'} does not exist" in result.stderr
+    assert result.returncode == 2
+    assert f"mountpoint {scratch / 'nowhere'} does not exist" in result.stderr
 
 
 def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
@@ -149,3 +156,20 @@ def test_ctl_status_reports_the_mount(mounted: MountProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert f'"backing": "{mounted.backing}"' in result.stdout
     assert '"inodes": 1' in result.stdout
+
+
+def test_demo_runs_end_to_end(scratch: Path) -> None:
+    require_fuse()
+    result = interposer("demo", "--workdir", str(scratch / "demo"), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "checksums ok 50/50" in result.stdout
+    assert "demo succeeded" in result.stdout
+    assert mount_at(scratch / "demo" / "mnt") is None
+    assert len(list((scratch / "demo" / "backing" / "archive").iterdir())) == 20
+
+
+def test_configuration_reference_matches_the_model() -> None:
+    from interposer.config_reference import PAGE, updated
+
+    page = PAGE.read_text()
+    assert updated(page) == page, "docs/configuration.md is stale: run python -m interposer.config_reference"

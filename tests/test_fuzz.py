@@ -9,6 +9,7 @@ directories, writes through handles whose file was renamed or unlinked.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import stat
@@ -183,9 +184,7 @@ def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
             st = os.lstat(path)
             relative = os.path.relpath(path, root)
             xattrs = (
-                ()
-                if stat.S_ISLNK(st.st_mode)
-                else tuple(sorted((x, os.getxattr(path, x)) for x in os.listxattr(path)))
+                () if stat.S_ISLNK(st.st_mode) else tuple(sorted((x, os.getxattr(path, x)) for x in os.listxattr(path)))
             )
             if stat.S_ISREG(st.st_mode):
                 content: Any = Path(path).read_bytes()
@@ -202,6 +201,7 @@ CACHE_VARIANTS = {
     "writeback": ["--writeback-cache"],
     "long-caches": ["--entry-timeout", "60", "--attr-timeout", "60", "--negative-timeout", "60", "--keep-cache"],
     "direct-io": ["--direct-io", "--entry-timeout", "0", "--attr-timeout", "0"],
+    "tiny-fd-pool": ["--config", str(Path(__file__).parent / "configs" / "tiny-fd-pool.yaml")],
 }
 
 
@@ -218,7 +218,7 @@ def test_mount_behaves_exactly_like_native_directory(
     try:
         for index in range(3000):
             description, action = fuzzer.operation()
-            outcomes = [_outcome(lambda w=world: action(w)) for world in worlds]  # type: ignore[misc]
+            outcomes = [_outcome(functools.partial(action, world)) for world in worlds]
             assert outcomes[0] == outcomes[1], f"seed {seed}, op {index}: {description}: native/mount {outcomes}"
     finally:
         for world in worlds:

@@ -260,7 +260,9 @@ def test_readdir_lists_dot_entries_and_types(mounted: MountProcess) -> None:
     os.symlink("f", mnt / "l")
     entries = {entry.name: entry for entry in os.scandir(mnt)}
     assert set(entries) == {"d", "f", "l"}
-    assert entries["d"].is_dir() and entries["l"].is_symlink() and entries["f"].is_file()
+    assert entries["d"].is_dir()
+    assert entries["l"].is_symlink()
+    assert entries["f"].is_file()
     assert entries["f"].inode() == os.stat(mounted.backing / "f").st_ino
     import subprocess
 
@@ -276,3 +278,56 @@ def test_mount_of_a_symlinked_backing_follows_it(mount_factory: MountFactory, sc
     mount = mount_factory(scratch / "alias")
     assert (mount.mountpoint / "inside").read_text() == "here"
 
+
+def test_operations_pyfuse3_lacks_behave_as_documented(mounted: MountProcess) -> None:
+    """docs/operations.md says what the kernel does for operations pyfuse3 does not expose."""
+    import fcntl
+    import subprocess
+    import sys
+    import textwrap
+
+    path = mounted.mountpoint / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as excinfo:
+            fcntl.ioctl(fd, 0x80086601)  # FS_IOC_GETFLAGS
+        assert excinfo.value.errno == errno.ENOTTY
+        # fallocate(2) is refused; posix_fallocate(3) falls back to writing, which reaches the backing file.
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(100)) == -1
+        assert ctypes.get_errno() == errno.EOPNOTSUPP
+        os.posix_fallocate(fd, 0, 100)
+        assert os.stat(mounted.backing / "f").st_size == 100
+        os.ftruncate(fd, 10)
+        # copy_file_range falls back to reads and writes that reach the backing file.
+        target = os.open(mounted.mountpoint / "copy", os.O_RDWR | os.O_CREAT, 0o644)
+        assert os.copy_file_range(fd, target, 10) == 10
+        os.close(target)
+        assert (mounted.backing / "copy").read_bytes() == b"0123456789"
+        # SEEK_DATA/SEEK_HOLE: all data, one hole at the end.
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 0
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == 10
+        # Locks are local to the mount: a second process sees the first one's lock.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        probe = textwrap.dedent(
+            """
+            import fcntl, os, sys
+            fd = os.open(sys.argv[1], os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print("free")
+            except BlockingIOError:
+                print("locked")
+            """
+        )
+        seen = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True)
+        assert seen.stdout.strip() == "locked"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as excinfo:
+        os.open(mounted.mountpoint, os.O_TMPFILE | os.O_RDWR, 0o600)
+    assert excinfo.value.errno == errno.EOPNOTSUPP

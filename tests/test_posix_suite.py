@@ -81,7 +81,10 @@ def test_cpython_file_system_suites_give_the_same_results(mount_factory: MountFa
 def _has_regrtest() -> bool:
     return (
         subprocess.run(
-            [sys.executable, "-c", "import test.regrtest, test.test_os"], capture_output=True, check=False, env=os.environ
+            [sys.executable, "-c", "import test.regrtest, test.test_os"],
+            capture_output=True,
+            check=False,
+            env=os.environ,
         ).returncode
         == 0
     )

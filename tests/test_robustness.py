@@ -26,7 +26,8 @@ def test_exception_in_a_layer_is_eio_for_that_request_only(mount_factory: MountF
     assert (mount.backing / "new.txt").read_text() == "still serving"
     status = mount.status()
     assert status["internal_errors"] >= 3
-    assert mount.process is not None and mount.process.poll() is None
+    assert mount.process is not None
+    assert mount.process.poll() is None
     assert mount.stop() == 0
     log = (scratch / "mount0.log").read_text()
     assert "ZeroDivisionError: a defect in a layer" in log
@@ -52,5 +53,6 @@ def test_inode_table_and_handles_shrink_back_after_drop_caches(mount_factory: Mo
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
     wait_for(lambda: mount.status()["inodes"] <= 2, timeout=30, what="the inode table to shrink after drop_caches")
     status = mount.status()
-    assert status["open_files"] == 0 and status["open_dirs"] == 0
+    assert status["open_files"] == 0
+    assert status["open_dirs"] == 0
     assert len(os.listdir(f"/proc/{mount.process.pid}/fd")) < 30  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def test_permissions_as_nobody_match_native(mount_factory: MountFactory, scratch
     expected = as_nobody(PROBE, str(native)).stdout
     assert as_nobody(PROBE, str(mount.mountpoint)).stdout == expected
     # The probe must have seen both refusals and successes, or it proves nothing.
-    assert "EACCES" in expected and "EPERM" in expected and " ok" in expected
+    assert "EACCES" in expected
+    assert "EPERM" in expected
+    assert " ok" in expected
     assert os.stat(mount.backing / "open" / "mine").st_uid == NOBODY
     assert os.stat(mount.backing / "open" / "mine").st_gid == NOBODY
 
@@ -279,11 +282,11 @@ def test_seekdir_telldir_offsets_resume_listing(mounted: MountProcess) -> None:
 def test_errors_carry_the_native_errno(mounted: MountProcess) -> None:
     mnt = mounted.mountpoint
     (mnt / "file").write_text("")
-    cases = [
+    cases: list[tuple[Callable[[], object], int]] = [
         (lambda: os.mkdir(mnt / "file"), errno.EEXIST),
         (lambda: os.listdir(mnt / "file"), errno.ENOTDIR),
         (lambda: os.rmdir(mnt / "file"), errno.ENOTDIR),
-        (lambda: open(mnt / "file" / "x"), errno.ENOTDIR),
+        ((mnt / "file" / "x").read_text, errno.ENOTDIR),
         (lambda: os.readlink(mnt / "file"), errno.EINVAL),
         (lambda: os.getxattr(mnt / "file", "user.none"), errno.ENODATA),
         (lambda: os.symlink("x", mnt / ("n" * 256)), errno.ENAMETOOLONG),

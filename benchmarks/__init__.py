@@ -1,0 +1,1 @@
+"""Benchmarks: the interposer against the native directory, in the same run, reported as ratios."""

@@ -1,0 +1,69 @@
+"""Render the configuration reference in docs/configuration.md from the config model itself.
+
+``python -m interposer.config_reference`` rewrites the generated part of the
+page; a test fails when the page and the model disagree, so the documentation
+cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from .config import InterposerConfig
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m interposer.config_reference -->"
+END = "<!-- END GENERATED -->"
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    elif typing.get_origin(annotation) is typing.Literal:
+        text = " | ".join(repr(value) for value in typing.get_args(annotation))
+    return text.replace("|", "\\|")
+
+
+_LIMITS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<", "pattern": "matches"}
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+    properties = model.model_json_schema()["properties"]
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_rows(annotation, f"{prefix}{name}."))
+            continue
+        options = properties[name].get("anyOf", [properties[name]])
+        limits = [f"{symbol} {option[key]}" for option in options for key, symbol in _LIMITS.items() if key in option]
+        constraint = f" ({', '.join(limits)})" if limits else ""
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(annotation)}{constraint} | `{field.default!r}` | {description} |"
+        )
+    return rows
+
+
+def render() -> str:
+    """The generated reference table, between its markers."""
+    table = ["| field | type | default | meaning |", "|---|---|---|---|", *_rows(InterposerConfig, "")]
+    return "\n".join([BEGIN, *table, END])
+
+
+def updated(page: str) -> str:
+    """The page with its generated part replaced."""
+    head, _, rest = page.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return head + render() + tail
+
+
+if __name__ == "__main__":
+    text = PAGE.read_text()
+    PAGE.write_text(updated(text))
+    sys.stdout.write(f"rewrote the generated part of {PAGE}\n")

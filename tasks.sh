@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The project's commands on a fresh Debian machine.  Each installs what it needs first:
+# Debian packages with apt-get (as root, or through sudo) and a virtual environment in .venv.
+#
+#   ./tasks.sh demo    mount a sample directory, run a real workload in it, report, unmount
+#   ./tasks.sh test    lint, type-check and run the whole test suite
+#   ./tasks.sh bench   benchmark the mount against the native directory (benchmarks/)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian's python3 is used, not whatever python3 is first on PATH: it is the same on every
+# Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
+# own test suites, which the tests run inside the mount.
+PYTHON=/usr/bin/python3
+SYSTEM_PACKAGES=(
+  fuse3 libfuse3-dev pkg-config gcc
+  python3 python3-dev python3-venv libpython3.11-testsuite
+  fio attr tar
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+  local missing=() package
+  for package in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+setup_python() {
+  local stamp=.venv/.installed wanted
+  wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -x .venv/bin/python ] || [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" != "/usr" ]; then
+    rm -rf .venv
+    "$PYTHON" -m venv .venv
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "==> installing the Python environment in .venv"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    echo "$wanted" > "$stamp"
+  fi
+}
+
+command=${1:-}
+case "$command" in
+  demo)
+    install_system_packages
+    setup_python
+    exec .venv/bin/interposer demo "${@:2}"
+    ;;
+  test)
+    install_system_packages
+    setup_python
+    echo "==> ruff"
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    echo "==> mypy"
+    .venv/bin/mypy
+    echo "==> pytest"
+    exec .venv/bin/pytest "${@:2}"
+    ;;
+  bench)
+    install_system_packages
+    setup_python
+    exec .venv/bin/python -m benchmarks "${@:2}"
+    ;;
+  *)
+    echo "usage: $0 demo|test|bench [args...]" >&2
+    exit 2
+    ;;
+esac

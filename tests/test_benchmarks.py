@@ -1,0 +1,34 @@
+"""The benchmark harness works end to end (tiny sizes: this checks the harness, not the speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.workloads import WORKLOADS
+
+from .conftest import require_command, require_fuse
+
+
+def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
+    require_fuse()
+    require_command("fio")
+    output = scratch / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--workdir", str(scratch / "work"), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    assert [row["workload"] for row in report["results"]] == [w.name for w in WORKLOADS]
+    for row, workload in zip(report["results"], WORKLOADS, strict=True):
+        assert row["native"] > 0, row
+        assert row["mount"] > 0, row
+        assert row["ratio"] == row["mount"] / row["native"]
+        assert row["floor"] == workload.floor
+    assert report["machine"]["cpus"]
