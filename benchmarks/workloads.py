@@ -88,74 +88,33 @@ def _data_file(target: Target, settings: Settings) -> str:
     return name
 
 
-def sequential_write(target: Target, settings: Settings) -> float:
-    figures = _fio(
-        target.path,
-        "--name=seqwrite",
-        "--rw=write",
-        "--bs=1M",
-        f"--size={settings.file_size_mb}M",
-        "--filename=fio-seqwrite",
-        "--unlink=1",
-        "--end_fsync=0",
-        "--time_based",
-        f"--runtime={settings.runtime}",
-    )
-    return figures["write_bps"]
+def _fio_job(rw: str, block: str, figure: str, *, reads_cached_file: bool, jobs: int = 1, max_mb: int = 0) -> Run:
+    """A time-based fio job; read jobs use a file kept in the page cache, write jobs a scratch file."""
 
-
-def sequential_read(target: Target, settings: Settings) -> float:
-    name = _data_file(target, settings)
-    figures = _fio(
-        target.path,
-        "--name=seqread",
-        "--rw=read",
-        "--bs=1M",
-        f"--filename={name}",
-        f"--size={settings.file_size_mb}M",
-        f"--invalidate={int(target.is_mount)}",
-        "--time_based",
-        f"--runtime={settings.runtime}",
-    )
-    return figures["read_bps"]
-
-
-def _random_read(jobs: int) -> Run:
     def run(target: Target, settings: Settings) -> float:
-        name = _data_file(target, settings)
+        size_mb = min(settings.file_size_mb, max_mb) if max_mb else settings.file_size_mb
+        if reads_cached_file:
+            filename = _data_file(target, settings)
+            extra = f"--invalidate={int(target.is_mount)}"
+        else:
+            filename, extra = f"fio-{rw}", "--unlink=1"
         figures = _fio(
             target.path,
-            f"--name=randread{jobs}",
-            "--rw=randread",
-            "--bs=4k",
-            f"--filename={name}",
-            f"--size={settings.file_size_mb}M",
+            f"--name={rw}-{jobs}",
+            f"--rw={rw}",
+            f"--bs={block}",
+            f"--filename={filename}",
+            f"--size={size_mb}M",
             f"--numjobs={jobs}",
-            f"--invalidate={int(target.is_mount)}",
             "--norandommap",
             "--randrepeat=0",
             "--time_based",
             f"--runtime={settings.runtime}",
+            extra,
         )
-        return figures["read_iops"]
+        return figures[figure]
 
     return run
-
-
-def random_write(target: Target, settings: Settings) -> float:
-    figures = _fio(
-        target.path,
-        "--name=randwrite",
-        "--rw=randwrite",
-        "--bs=4k",
-        "--filename=fio-randwrite",
-        f"--size={min(settings.file_size_mb, 256)}M",
-        "--unlink=1",
-        "--norandommap",
-        "--time_based",
-        f"--runtime={settings.runtime}",
-    )
-    return figures["write_iops"]
 
 
 def _timed(count: int, body: Callable[[], None]) -> float:
@@ -213,11 +172,11 @@ def list_directory(target: Target, settings: Settings) -> float:
 
 
 WORKLOADS = [
-    Workload("seq-write-1M", "B/s", sequential_write, repeats=3, floor=0.25),
-    Workload("seq-read-1M", "B/s", sequential_read, repeats=3),
-    Workload("rand-read-4K-1job", "IOPS", _random_read(1), floor=0.026),
-    Workload("rand-read-4K-2jobs", "IOPS", _random_read(2)),
-    Workload("rand-write-4K", "IOPS", random_write),
+    Workload("seq-write-1M", "B/s", _fio_job("write", "1M", "write_bps", reads_cached_file=False), 3, 0.25),
+    Workload("seq-read-1M", "B/s", _fio_job("read", "1M", "read_bps", reads_cached_file=True), 3),
+    Workload("rand-read-4K-1job", "IOPS", _fio_job("randread", "4k", "read_iops", reads_cached_file=True), 1, 0.026),
+    Workload("rand-read-4K-2jobs", "IOPS", _fio_job("randread", "4k", "read_iops", reads_cached_file=True, jobs=2)),
+    Workload("rand-write-4K", "IOPS", _fio_job("randwrite", "4k", "write_iops", reads_cached_file=False, max_mb=256)),
     Workload("create-stat-unlink", "files/s", create_stat_unlink, repeats=5, floor=0.25),
     Workload("stat", "files/s", stat_files, repeats=5, floor=0.03),
     Workload("listing", "entries/s", list_directory, repeats=5, floor=0.2),
