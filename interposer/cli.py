@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +19,7 @@ import click
 from .config import CacheConfig, ConfigError, load_config
 from .control import request, socket_path_for
 from .mounts import is_stale, mount_at, unmount
+from .names import OpName
 
 _CACHE_FLAGS = {f"cache.{name}": "--" + name.replace("_", "-") for name in CacheConfig.model_fields}
 
@@ -127,3 +129,69 @@ def demo(workdir: Path) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(workdir))
+
+
+def _time_ns(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1e9)
+    except ValueError:
+        _fail(f"'{text}' is not an ISO 8601 time (for example 2026-11-21T10:00:00)")
+
+
+@main.command()
+@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--path", "path_glob", help="Glob on file.path, e.g. '/data/*.log'.")
+@click.option("--op", "operation", type=click.Choice([op.value for op in OpName]), help="Operation name.")
+@click.option("--pid", type=int, help="Calling process id.")
+@click.option("--errno", "error_type", help="errno symbol, e.g. ENOENT.")
+@click.option("--min-ms", type=click.FloatRange(min=0), help="Only operations at least this slow.")
+@click.option("--since", help="Start time, ISO 8601.")
+@click.option("--until", help="End time, ISO 8601.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most spans listed.")
+@click.option("--tree", is_flag=True, help="Print each matching span's trace (handle session) as a tree.")
+@click.option("--summary", "show_summary", is_flag=True, help="Slowest operations, bytes per path, errors.")
+@click.option("--replay", metavar="URL", help="Send the whole file to an OTLP/HTTP endpoint instead.")
+def traces(
+    span_file: Path,
+    path_glob: str | None,
+    operation: str | None,
+    pid: int | None,
+    error_type: str | None,
+    min_ms: float | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    tree: bool,
+    show_summary: bool,
+    replay: str | None,
+) -> None:
+    """Search a local span file (the embedded default exporter's output)."""
+    from .tracing.search import Query, load_spans, render_tree, search, summary
+
+    if replay is not None:
+        from .tracing.replay import replay_file
+
+        try:
+            count = replay_file(span_file, replay)
+        except OSError as exc:
+            _fail(f"replay to {replay} failed: {exc}")
+        click.echo(f"replayed {count} requests to {replay}")
+        return
+    spans = load_spans(span_file)
+    if show_summary:
+        click.echo("\n".join(summary(spans)))
+        return
+    query = Query(path_glob, operation, pid, error_type, min_ms, _time_ns(since), _time_ns(until))
+    matched = list(search(spans, query))
+    if tree:
+        seen: list[str] = []
+        for span in matched:
+            if span.trace_id not in seen and len(seen) < limit:
+                seen.append(span.trace_id)
+                click.echo("\n".join(render_tree(spans, span.trace_id)) + "\n")
+        return
+    for span in matched[:limit]:
+        click.echo(span.line())
+    click.echo(f"{len(matched)} matching spans" + (f", first {limit} shown" if len(matched) > limit else ""))

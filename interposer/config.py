@@ -64,6 +64,41 @@ class BackendConfig(_Section):
     )
 
 
+class TracingConfig(_Section):
+    """Spans for every operation.  Unset values fall back to the standard OTEL_* variables."""
+
+    enabled: bool = Field(True, description="Emit a span per operation.")
+    exporter: Literal["file", "otlp", "none"] | None = Field(
+        None,
+        description="Where spans go; unset: OTEL_TRACES_EXPORTER, else 'otlp' when an OTLP endpoint is set, "
+        "else 'file' (the embedded default).",
+    )
+    endpoint: str | None = Field(None, description="OTLP endpoint; unset: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.")
+    protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        None, description="OTLP protocol; unset: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="OTLP headers; unset: OTEL_EXPORTER_OTLP_(TRACES_)HEADERS."
+    )
+    file: Path | None = Field(None, description="Span file for the 'file' exporter; unset: beside the control socket.")
+    file_max_bytes: int = Field(64 << 20, ge=1 << 16, description="The span file rotates (one old copy) past this.")
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of traces kept; errors and injected faults are always kept. "
+        "Unset: OTEL_TRACES_SAMPLER(_ARG), else 1.",
+    )
+    activity_idle_gap: float = Field(
+        1.0, gt=0, le=3600, description="Seconds of quiet after which a process's activity span ends."
+    )
+    segment_max_seconds: float = Field(30.0, gt=0, le=86400, description="Longest a parent span stays open.")
+    segment_max_operations: int = Field(1000, ge=1, description="Most children a parent span segment holds.")
+    max_queue_size: int = Field(8192, ge=64, le=1 << 20, description="Spans buffered for export; beyond: dropped.")
+    export_delay: float = Field(1.0, gt=0, le=60, description="Seconds between batch exports.")
+    volume_id: str | None = Field(None, description="Volume id for the resource (set by the CSI driver).")
+
+
 class ControlConfig(_Section):
     """The control socket of a running mount."""
 
@@ -76,6 +111,7 @@ class InterposerConfig(_Section):
     cache: CacheConfig = CacheConfig()
     fuse: FuseConfig = FuseConfig()
     backend: BackendConfig = BackendConfig()
+    tracing: TracingConfig = TracingConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
         (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."

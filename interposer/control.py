@@ -32,10 +32,15 @@ def runtime_dir() -> Path:
     return Path(base) / "interposer"
 
 
-def socket_path_for(mountpoint: str | os.PathLike[str]) -> Path:
-    """The default control socket of a mountpoint (hashed: unix socket paths are short)."""
+def runtime_path_for(mountpoint: str | os.PathLike[str], suffix: str) -> Path:
+    """A per-mount file in the runtime directory, named by a hash of the mountpoint (socket paths are short)."""
     digest = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:24]
-    return runtime_dir() / f"{digest}.sock"
+    return runtime_dir() / f"{digest}{suffix}"
+
+
+def socket_path_for(mountpoint: str | os.PathLike[str]) -> Path:
+    """The default control socket of a mountpoint."""
+    return runtime_path_for(mountpoint, ".sock")
 
 
 class ControlServer:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import click
 
+from .names import ATTR_ERROR_TYPE
 from .process import MountProcess
+from .tracing.search import load_spans, summary
 
 
 @dataclass
@@ -84,9 +86,11 @@ def run_demo(workdir: Path) -> int:
     """Run the demo end to end; the exit code says whether everything checked out."""
     workdir = workdir.absolute()
     backing, mountpoint = _prepare(workdir)
-    log_path = workdir / "interposer.log"
+    log_path, span_file, config = workdir / "interposer.log", workdir / "spans.jsonl", workdir / "demo.yaml"
+    span_file.unlink(missing_ok=True)
+    config.write_text(f"tracing:\n  file: {span_file}\n  export_delay: 0.2\n")
     click.echo(f"mounting {backing} at {mountpoint} (log: {log_path})")
-    with log_path.open("wb") as log, MountProcess(backing, mountpoint, log=log) as mount:
+    with log_path.open("wb") as log, MountProcess(backing, mountpoint, ["--config", str(config)], log=log) as mount:
         report = run_workload(mountpoint)
         status = mount.status()
     archived = sorted(path.name for path in (backing / "archive").iterdir())
@@ -100,11 +104,15 @@ def run_demo(workdir: Path) -> int:
     click.echo(f"  inodes known {status['inodes']}, open files {status['open_files']}, open dirs {status['open_dirs']}")
     click.echo(f"  internal errors {status['internal_errors']}")
     click.echo(f"\nbacking directory now holds archive/ with {len(archived)} entries; unmounted {mountpoint}")
+    spans = load_spans(span_file)
+    click.echo(f"\ntraces ({span_file}; search it with: interposer traces {span_file} --help):")
+    click.echo("\n".join("  " + line for line in summary(spans, top=5)))
     healthy = (
         report.checksums_ok == report.files_written
         and status["internal_errors"] == 0
         and status["open_files"] == 0
         and len(archived) == 2 * report.renames
+        and any(span.attributes.get(ATTR_ERROR_TYPE) == "ENOENT" for span in spans)
     )
     click.echo("demo " + ("succeeded" if healthy else "FAILED"))
     return 0 if healthy else 1

@@ -16,10 +16,12 @@ import trio
 from . import syscalls
 from .adapter import InterposerFS
 from .config import InterposerConfig
-from .control import ControlServer, socket_path_for
+from .control import ControlServer, runtime_path_for, socket_path_for
 from .mounts import is_stale, mount_at, unmount
 from .passthrough import PassthroughBackend
 from .pipeline import Layer, Pipeline
+from .tracing.layer import TracingLayer
+from .tracing.setup import TracingSetup, build_tracing
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,16 @@ class Mount:
         self.backend = PassthroughBackend(
             str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
         )
-        self.pipeline = Pipeline(self.backend, load_layers(config.extra_layers))
+        self.tracing: TracingSetup | None = None
+        self.tracing_layer: TracingLayer | None = None
+        layers = load_layers(config.extra_layers)
+        if config.tracing.enabled:
+            self.tracing = build_tracing(
+                config.tracing, self.mountpoint, self.backing, runtime_path_for(self.mountpoint, ".spans.jsonl")
+            )
+            self.tracing_layer = TracingLayer(self.tracing.provider.get_tracer("interposer"), config.tracing)
+            layers.insert(0, self.tracing_layer)
+        self.pipeline = Pipeline(self.backend, layers)
         self.fs = InterposerFS(
             self.pipeline,
             self.backend,
@@ -120,7 +131,20 @@ class Mount:
             "open_files": len(self.backend.files),
             "open_dirs": len(self.backend.dirs),
             "internal_errors": self.fs.internal_errors,
+            "tracing": self._tracing_status(),
             "config": self.config.model_dump(mode="json"),
+        }
+
+    def _tracing_status(self) -> dict[str, Any] | None:
+        if self.tracing is None:
+            return None
+        return {
+            "exporter": self.tracing.exporter_name,
+            "destination": self.tracing.destination,
+            "spans_kept": self.tracing.sampler.kept,
+            "spans_sampled_out": self.tracing.sampler.dropped,
+            "spans_dropped": self.tracing.health.dropped_spans,
+            "export_failures": self.tracing.health.export_failures,
         }
 
     def serve(self) -> None:
@@ -130,9 +154,15 @@ class Mount:
         pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
         try:
             log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
+            if self.tracing is not None:
+                log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
             trio.run(self._session)
         finally:
             pyfuse3.close(unmount=True)
+            if self.tracing_layer is not None:
+                self.tracing_layer.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
 
@@ -140,6 +170,8 @@ class Mount:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_signal)
             await nursery.start(self.control.serve)
+            if self.tracing_layer is not None:
+                await nursery.start(self.tracing_layer.sweep)
             await pyfuse3.main(min_tasks=1, max_tasks=self.config.fuse.max_workers)
             nursery.cancel_scope.cancel()
 

@@ -23,6 +23,8 @@ class PathResolver(Protocol):
 
     def path_of_inode(self, inode: int) -> str: ...
 
+    def paths_of_inode(self, inode: int) -> list[str]: ...
+
     def inode_of_handle(self, fh: int) -> int: ...
 
     def inode_of_dir_handle(self, fh: int) -> int: ...
@@ -63,6 +65,10 @@ class Op:
     transferred = 0
     result: Any = None
     error: BaseException | None = None
+    fault: str | None = None
+    """Set by the fault layer: the kind of fault injected into this request."""
+    events: list[tuple[str, dict[str, Any]]] | None = None
+    """Set by inner layers: (name, attributes) of things that happened to this request, for its span."""
     _path: str | None = None
 
     def __init__(self, name: OpName, resolver: PathResolver, ctx: pyfuse3.RequestContext | None = None) -> None:

@@ -110,6 +110,9 @@ class PassthroughBackend:
     def path_of_inode(self, inode: int) -> str:
         return self.inodes.path_of_inode(inode)
 
+    def paths_of_inode(self, inode: int) -> list[str]:
+        return self.inodes.paths_of_inode(inode)
+
     def inode_of_handle(self, fh: int) -> int:
         handle = self.files.get(fh)
         return 0 if handle is None else handle.inode
@@ -364,7 +367,6 @@ class PassthroughBackend:
             if not pyfuse3.readdir_reply(token, name, self._attributes(entry.ino, st), index + 1):
                 self.inodes.forget(entry.ino, 1)
                 return
-            op.transferred += 1
 
     def _dot_attributes(self, directory: Inode, name: bytes) -> pyfuse3.EntryAttributes:
         fd = self.inodes.fd(directory)

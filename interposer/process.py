@@ -7,6 +7,7 @@ client of its own mount.  Readiness is polled with a deadline, never slept.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,12 +32,14 @@ class MountProcess:
         *,
         log: IO[Any] | int | None = None,
         ready_timeout: float = 20.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.backing = backing
         self.mountpoint = mountpoint.absolute()
         self.args = list(args)
         self.log = log
         self.ready_timeout = ready_timeout
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -45,7 +48,8 @@ class MountProcess:
 
     def start(self) -> MountProcess:
         command = [sys.executable, "-m", "interposer", "mount", str(self.backing), str(self.mountpoint), *self.args]
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, env=env)
         self.wait_ready()
         return self
 

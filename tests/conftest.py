@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from interposer.control import runtime_path_for
 from interposer.mounts import is_stale, mount_at, unmount
 from interposer.process import MountProcess
 
@@ -83,6 +84,7 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
         *,
         mountpoint: Path | None = None,
         expect_clean: bool = True,
+        env: dict[str, str] | None = None,
     ) -> MountProcess:
         index = len(started)
         backing = backing or scratch / f"backing{index}"
@@ -92,7 +94,7 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
         log_path = scratch / f"mount{index}.log"
         logs.append(log_path)
         with log_path.open("wb") as log:
-            process = MountProcess(backing, mountpoint, args, log=log).start()
+            process = MountProcess(backing, mountpoint, args, log=log, env=env).start()
         started.append((process, expect_clean))
         return process
 
@@ -108,6 +110,9 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
             failures.append(f"{process.mountpoint}: exit code {code}\n{log_path.read_text()[-4000:]}")
         assert mount_at(process.mountpoint) is None
         assert not is_stale(process.mountpoint)
+        default_span_file = runtime_path_for(process.mountpoint, ".spans.jsonl")
+        for path in (default_span_file, default_span_file.with_name(default_span_file.name + ".1")):
+            path.unlink(missing_ok=True)
     assert not failures, "\n".join(failures)
 
 

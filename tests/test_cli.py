@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from interposer.config import InterposerConfig
 from interposer.mounts import is_stale, mount_at
 from interposer.process import MountProcess
 
@@ -97,7 +98,7 @@ def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: P
         ("cache:\n  keep_cache: maybe\n", "cache.keep_cache: Input should be a valid boolean"),
         ("cache:\n  colour: red\n", "cache.colour: unknown field; allowed fields: entry_timeout, attr_timeout"),
         ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
-        ("bogus: 1\n", "bogus: unknown field; allowed fields: cache, fuse, backend, control, extra_layers, log_level"),
+        ("bogus: 1\n", f"bogus: unknown field; allowed fields: {', '.join(InterposerConfig.model_fields)}"),
         ("extra_layers: ['nope']\n", "extra_layers: Value error, 'nope' is not of the form 'module:attribute'"),
         ("- a list\n", "must hold a mapping at the top level"),
         ("cache: [\n", "is not valid YAML"),
@@ -164,6 +165,8 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "checksums ok 50/50" in result.stdout
     assert "demo succeeded" in result.stdout
+    assert "slowest operations:" in result.stdout
+    assert "errors per errno:" in result.stdout
     assert mount_at(scratch / "demo" / "mnt") is None
     assert len(list((scratch / "demo" / "backing" / "archive").iterdir())) == 20
 

@@ -1,0 +1,25 @@
+"""A stand-in for the fault and throttle layers: it reports on requests the way they will.
+
+Requests on paths containing 'flaky' get a fault (EIO) and an event; requests on
+paths containing 'slow' get a throttle-wait event and succeed.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from interposer.names import EVENT_FAULT, EVENT_THROTTLE
+from interposer.op import Op
+from interposer.pipeline import NextCall
+
+
+class MarkingLayer:
+    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+        if "flaky" in op.path:
+            op.fault = "errno"
+            op.events = [(EVENT_FAULT, {"fuse.fault.errno": "EIO"})]
+            raise OSError(errno.EIO, "injected")
+        if "slow" in op.path:
+            op.events = [(EVENT_THROTTLE, {"fuse.throttle.wait_s": 0.001})]
+        return await call_next(op)

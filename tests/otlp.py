@@ -1,0 +1,146 @@
+"""A real OTLP pipeline for tests: the rotel collector forwarding to a gRPC receiver in the test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from .conftest import require
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _plain(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_plain(item) for item in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+@dataclass
+class ReceivedSpan:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    attributes: dict[str, Any]
+    error: bool
+    links: list[str]
+    events: list[str]
+    resource: dict[str, Any]
+
+
+class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace endpoint that keeps everything it is sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spans: list[ReceivedSpan] = []
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        received = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: _plain(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        ReceivedSpan(
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
+                            name=span.name,
+                            attributes={a.key: _plain(a.value) for a in span.attributes},
+                            error=span.status.code == 2,
+                            links=[link.span_id.hex() for link in span.links],
+                            events=[event.name for event in span.events],
+                            resource=resource,
+                        )
+                    )
+        with self._lock:
+            self.spans.extend(received)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def snapshot(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
+
+
+@dataclass
+class Collector:
+    """rotel listening on loopback for OTLP gRPC and HTTP, forwarding to the receiver."""
+
+    grpc_endpoint: str
+    http_endpoint: str
+    traces: TraceReceiver
+
+
+def rotel_binary() -> str:
+    try:
+        import rotel
+    except ImportError:
+        require(False, "PyPI package rotel (the collector)")
+    path = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+    require(os.access(path, os.X_OK), "rotel-agent binary inside the rotel package")
+    return path
+
+
+def run_collector(log_dir: Path) -> Iterator[Collector]:
+    """Start the receiver and rotel; stop both afterwards."""
+    receiver = TraceReceiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    receiver_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    grpc_port, http_port = free_port(), free_port()
+    with (log_dir / "rotel.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                rotel_binary(),
+                "start",
+                f"--otlp-grpc-endpoint=127.0.0.1:{grpc_port}",
+                f"--otlp-http-endpoint=127.0.0.1:{http_port}",
+                "--exporter=otlp",
+                f"--otlp-exporter-endpoint=http://127.0.0.1:{receiver_port}",
+                "--otlp-exporter-protocol=grpc",
+                "--batch-timeout=100ms",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        wait_for_port(grpc_port)
+        wait_for_port(http_port)
+        yield Collector(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", receiver)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        server.stop(grace=None)
