@@ -108,7 +108,13 @@ class Mount:
             self.tracing = build_tracing(
                 config.tracing, self.mountpoint, self.backing, runtime_path_for(self.mountpoint, ".spans.jsonl")
             )
-            self.tracing_layer = TracingLayer(self.tracing.provider.get_tracer("interposer"), config.tracing)
+            self.tracing_layer = TracingLayer(
+                self.tracing.provider.get_tracer("interposer"),
+                self.tracing.processor,
+                self.tracing.provider.resource,
+                config.tracing,
+                self.tracing.ratio,
+            )
             layers.insert(0, self.tracing_layer)
         self.pipeline = Pipeline(self.backend, layers)
         self.fs = InterposerFS(
@@ -136,13 +142,14 @@ class Mount:
         }
 
     def _tracing_status(self) -> dict[str, Any] | None:
-        if self.tracing is None:
+        if self.tracing is None or self.tracing_layer is None:
             return None
         return {
             "exporter": self.tracing.exporter_name,
             "destination": self.tracing.destination,
-            "spans_kept": self.tracing.sampler.kept,
-            "spans_sampled_out": self.tracing.sampler.dropped,
+            "sample_ratio": self.tracing.ratio,
+            "operations_kept": self.tracing_layer.kept,
+            "operations_sampled_out": self.tracing_layer.sampled_out,
             "spans_dropped": self.tracing.health.dropped_spans,
             "export_failures": self.tracing.health.export_failures,
         }

@@ -1,4 +1,4 @@
-"""The tracing layer: a span per operation, grouped under parent spans.
+"""The tracing layer: a span per operation, grouped under parent spans, sampled without losing errors.
 
 Grouping (docs/tracing.md):
 
@@ -9,8 +9,17 @@ Grouping (docs/tracing.md):
   ``fuse.activity`` span, which ends after ``activity_idle_gap`` of quiet;
 * no parent span stays open without bound: past ``segment_max_seconds`` or
   ``segment_max_operations`` it ends with its summary so far, and the next
-  child starts a new segment linked to it.  An idle handle's segment is ended
-  by the sweeper, so Jaeger shows it while the handle is still open.
+  child starts a new segment linked to it.  The sweeper ends idle segments,
+  so a handle shows up in Jaeger while it is still open.
+
+Sampling.  Each parent span segment is sampled (kept whole) with the
+configured ratio.  An operation outside a sampled segment is still kept if it
+failed or a fault was injected into it; its parent span is then created on
+demand, so a kept span always has its parent.  The decision is made when the
+operation ends, before anything is built: a dropped operation costs two clock
+reads and a few counters.  A kept operation is handed to the batch processor as
+a finished ``ReadableSpan`` of the SDK, which costs a fraction of a live span
+(measured: docs/performance.md).  Parent spans are ordinary SDK spans.
 
 Being the outermost layer, a span covers throttle waits and injected faults;
 layers inside report those through ``op.events`` and ``op.fault``.
@@ -19,15 +28,21 @@ layers inside report those through ``op.events`` and ``op.fault``.
 from __future__ import annotations
 
 import errno
+import random
 import time
+import traceback
 from collections import Counter, OrderedDict
 from typing import Any
 
 import trio
-from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
 
+from .. import __version__
 from ..config import TracingConfig
 from ..names import (
     ATTR_COMMAND,
@@ -69,7 +84,8 @@ _DELETED_SUFFIX = " (deleted)"
 _SIZED = frozenset({OpName.READ, OpName.WRITE, OpName.SETATTR, OpName.SETXATTR, OpName.READDIR})
 _RENAMING = frozenset({OpName.RENAME, OpName.LINK})
 _FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
-_CALLER = (ATTR_PID, ATTR_UID, ATTR_COMMAND)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class ProcessNames:
@@ -96,35 +112,40 @@ class ProcessNames:
 
 
 class Group:
-    """A parent span and the summary of its current segment."""
+    """A parent span (created when first needed) and the summary of its current segment."""
 
     __slots__ = (
-        "attributes",
         "bytes_read",
         "bytes_written",
-        "context",
         "counts",
         "errors",
+        "handle",
         "inflight",
         "last_active",
         "link",
         "name",
+        "opener",
         "operations",
+        "pid",
+        "sampled",
         "segment",
         "span",
         "started",
+        "started_ns",
     )
 
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, pid: int, opener: Op | None) -> None:
         self.name = name
-        self.attributes = attributes
+        self.pid = pid
+        self.opener = opener
+        self.handle = -1
         self.segment = -1
         self.span: Span | None = None
-        self.context: Context | None = None
         self.link: Link | None = None
+        self.sampled = False
         self.inflight = 0
-        self.last_active = 0.0
-        self.started = 0.0
+        self.last_active = self.started = 0.0
+        self.started_ns = 0
         self.operations = self.errors = self.bytes_read = self.bytes_written = 0
         self.counts: Counter[str] = Counter()
 
@@ -132,8 +153,15 @@ class Group:
 class TracingLayer:
     """Outermost layer: times every operation, whatever the inner layers do to it."""
 
-    def __init__(self, tracer: Tracer, config: TracingConfig) -> None:
+    def __init__(
+        self, tracer: Tracer, processor: SpanProcessor, resource: Resource, config: TracingConfig, ratio: float
+    ) -> None:
         self._tracer = tracer
+        self._processor = processor
+        self._resource = resource
+        self._scope = InstrumentationScope("interposer", __version__)
+        self._ids = RandomIdGenerator()
+        self._ratio = ratio
         self._idle_gap = config.activity_idle_gap
         self._max_seconds = config.segment_max_seconds
         self._max_operations = config.segment_max_operations
@@ -141,24 +169,26 @@ class TracingLayer:
         self._dirs: dict[int, Group] = {}
         self._activities: dict[int, Group] = {}
         self._commands = ProcessNames()
+        self.kept = 0
+        self.sampled_out = 0
 
     async def __call__(self, op: Op, call_next: NextCall) -> Any:
-        name = op.name
         now = time.monotonic()
         group = self._group_for(op, now)
-        parent = self._live_context(group, now)
-        span = self._tracer.start_span(SPAN_NAMES[name], context=parent, attributes=self._attributes(op, group))
+        if group.segment < 0 or group.operations >= self._max_operations or now - group.started >= self._max_seconds:
+            self._new_segment(group, now)
+        group.last_active = now
         group.inflight += 1
-        failed = False
+        start = time.time_ns()
+        error: BaseException | None = None
         try:
             return await call_next(op)
         except BaseException as exc:
-            failed = True
-            _record_failure(span, exc)
+            error = exc
             raise
         finally:
             group.inflight -= 1
-            self._finish(op, span, group, failed)
+            self._finish(op, group, start, time.time_ns(), error)
 
     # -- groups ------------------------------------------------------------------------
 
@@ -172,111 +202,118 @@ class TracingLayer:
             group = self._dirs.get(op.fh)
             if group is not None:
                 return group
-        elif name in _FILE_OPENS or name is OpName.OPENDIR:
-            attributes = {
-                ATTR_FILE_PATH: op.path,
-                ATTR_FILE_INODE: op.inode,
-                ATTR_PID: op.pid,
-                ATTR_UID: op.uid,
-                ATTR_COMMAND: self._commands[op.pid],
-                ATTR_FLAGS: op.flags,
-            }
-            return Group(SPAN_DIRECTORY_SESSION if name is OpName.OPENDIR else SPAN_FILE_SESSION, attributes)
-        return self._activity(op.pid, now)
-
-    def _activity(self, pid: int, now: float) -> Group:
-        group = self._activities.get(pid)
+        elif name in _FILE_OPENS:
+            return Group(SPAN_FILE_SESSION, op.pid, op)
+        elif name is OpName.OPENDIR:
+            return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
+        group = self._activities.get(op.pid)
         if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap:
             self._end_segment(group)
             group = None
         if group is None:
-            attributes = {ATTR_PID: pid, ATTR_COMMAND: self._commands[pid]}
-            group = Group(SPAN_ACTIVITY, attributes)
-            self._activities[pid] = group
+            group = Group(SPAN_ACTIVITY, op.pid, None)
+            self._activities[op.pid] = group
         return group
 
-    def _live_context(self, group: Group, now: float) -> Context:
-        """The group's current segment, started (and linked to the last one) if there is none."""
-        if group.context is not None and (
-            group.operations >= self._max_operations or now - group.started >= self._max_seconds
-        ):
-            self._end_segment(group)
-        if group.context is None:
-            group.segment += 1
-            group.started = now
-            attributes = {**group.attributes, ATTR_SEGMENT: group.segment}
-            links = [group.link] if group.link is not None else None
-            group.span = self._tracer.start_span(group.name, context=Context(), attributes=attributes, links=links)
-            group.context = trace.set_span_in_context(group.span)
-        group.last_active = now
-        assert group.context is not None
-        return group.context
+    def _new_segment(self, group: Group, now: float) -> None:
+        self._end_segment(group)
+        group.segment += 1
+        group.started = now
+        group.started_ns = time.time_ns()
+        group.sampled = random.random() < self._ratio
+        if group.sampled:
+            self._parent_span(group)
+
+    def _parent_span(self, group: Group) -> SpanContext:
+        """The group's span for this segment, created on first need."""
+        if group.span is None:
+            attributes: dict[str, Any] = {ATTR_PID: group.pid, ATTR_COMMAND: self._commands[group.pid]}
+            opener = group.opener
+            if opener is not None:
+                attributes |= {
+                    ATTR_FILE_PATH: opener.path,
+                    ATTR_FILE_INODE: opener.inode,
+                    ATTR_UID: opener.uid,
+                    ATTR_FLAGS: opener.flags,
+                }
+                if group.handle >= 0:
+                    attributes[ATTR_HANDLE] = group.handle
+            attributes[ATTR_SEGMENT] = group.segment
+            group.span = self._tracer.start_span(
+                group.name,
+                context=Context(),
+                attributes=attributes,
+                links=None if group.link is None else [group.link],
+                start_time=group.started_ns,
+            )
+        return group.span.get_span_context()
 
     def _end_segment(self, group: Group) -> None:
         span = group.span
-        if span is None:
-            return
-        span.set_attributes(
-            {
-                ATTR_SESSION_OPERATIONS: group.operations,
-                ATTR_SESSION_ERRORS: group.errors,
-                ATTR_SESSION_BYTES_READ: group.bytes_read,
-                ATTR_SESSION_BYTES_WRITTEN: group.bytes_written,
-                **{ATTR_SESSION_OPS_PREFIX + kind: count for kind, count in group.counts.items()},
-            }
-        )
-        if group.errors:
-            span.set_status(Status(StatusCode.ERROR, f"{group.errors} failed operations"))
-        span.end()
-        group.link = Link(span.get_span_context())
-        group.span = group.context = None
+        if span is not None:
+            span.set_attributes(
+                {
+                    ATTR_SESSION_OPERATIONS: group.operations,
+                    ATTR_SESSION_ERRORS: group.errors,
+                    ATTR_SESSION_BYTES_READ: group.bytes_read,
+                    ATTR_SESSION_BYTES_WRITTEN: group.bytes_written,
+                    **{ATTR_SESSION_OPS_PREFIX + kind: count for kind, count in group.counts.items()},
+                }
+            )
+            if group.errors:
+                span.set_status(Status(StatusCode.ERROR, f"{group.errors} failed operations"))
+            span.end()
+            group.link = Link(span.get_span_context())
+            group.span = None
         group.operations = group.errors = group.bytes_read = group.bytes_written = 0
         group.counts = Counter()
 
-    def _finish(self, op: Op, span: Span, group: Group, failed: bool) -> None:
+    # -- operations --------------------------------------------------------------------
+
+    def _finish(self, op: Op, group: Group, start: int, end: int, error: BaseException | None) -> None:
         name = op.name
-        if op.transferred:
-            span.set_attribute(ATTR_TRANSFERRED, op.transferred)
-        if name is OpName.LINK and not failed:
-            span.set_attribute(ATTR_OTHER_PATHS, op.resolver.paths_of_inode(op.inode))
-        if op.fault is not None:
-            span.set_attribute(ATTR_FAULT, op.fault)
-        if op.events:
-            for event, attributes in op.events:
-                span.add_event(event, attributes)
-        span.end()
         group.operations += 1
         group.counts[name.value] += 1
-        if failed:
+        if error is not None:
             group.errors += 1
         elif name is OpName.READ:
             group.bytes_read += op.transferred
         elif name is OpName.WRITE:
             group.bytes_written += op.transferred
+        if group.sampled or error is not None or op.fault is not None:
+            self._emit(op, group, start, end, error)
+            self.kept += 1
+        else:
+            self.sampled_out += 1
         if name in _FILE_OPENS:
-            self._opened(self._files, op, group, failed)
+            self._opened(self._files, op, group, error)
         elif name is OpName.OPENDIR:
-            self._opened(self._dirs, op, group, failed)
+            self._opened(self._dirs, op, group, error)
         elif name is OpName.RELEASE:
             self._closed(self._files, op.fh)
         elif name is OpName.RELEASEDIR:
             self._closed(self._dirs, op.fh)
 
-    def _opened(self, table: dict[int, Group], op: Op, group: Group, failed: bool) -> None:
-        if failed:
-            self._end_segment(group)
-            return
-        group.attributes[ATTR_HANDLE] = op.fh
-        if group.span is not None:
-            group.span.set_attribute(ATTR_HANDLE, op.fh)
-        table[op.fh] = group
-
-    def _closed(self, table: dict[int, Group], fh: int) -> None:
-        group = table.pop(fh, None)
-        if group is not None:
-            self._end_segment(group)
-
-    # -- attributes --------------------------------------------------------------------
+    def _emit(self, op: Op, group: Group, start: int, end: int, error: BaseException | None) -> None:
+        parent = self._parent_span(group)
+        attributes = self._attributes(op, group)
+        status = _UNSET
+        events = [Event(event, event_attributes, end) for event, event_attributes in op.events or ()]
+        if error is not None:
+            status = _failure(error, attributes, events, end)
+        span = ReadableSpan(
+            name=SPAN_NAMES[op.name],
+            context=SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED),
+            parent=parent,
+            resource=self._resource,
+            attributes=attributes,
+            events=events,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope,
+        )
+        self._processor.on_end(span)
 
     def _attributes(self, op: Op, group: Group) -> dict[str, Any]:
         name = op.name
@@ -291,18 +328,36 @@ class TracingLayer:
         if name in _SIZED:
             attributes[ATTR_OFFSET] = op.offset
             attributes[ATTR_SIZE] = op.size
+        if op.transferred:
+            attributes[ATTR_TRANSFERRED] = op.transferred
         if name in _RENAMING:
             attributes[ATTR_NEW_PATH] = op.new_path
-        if op.pid:
-            attributes[ATTR_PID] = op.pid
-            attributes[ATTR_UID] = op.uid
-            attributes[ATTR_GID] = op.gid
-            attributes[ATTR_COMMAND] = self._commands[op.pid]
-        elif group.name != SPAN_ACTIVITY:
-            # pyfuse3 gives handle operations no caller: they belong to the process that opened the handle.
-            for key in _CALLER:
-                attributes[key] = group.attributes[key]
+            if name is OpName.LINK:
+                attributes[ATTR_OTHER_PATHS] = op.resolver.paths_of_inode(op.inode)
+        if op.fault is not None:
+            attributes[ATTR_FAULT] = op.fault
+        # pyfuse3 gives handle operations no caller: they belong to the process that opened the handle.
+        caller = op if op.pid or group.opener is None else group.opener
+        if caller.pid:
+            attributes[ATTR_PID] = caller.pid
+            attributes[ATTR_UID] = caller.uid
+            attributes[ATTR_GID] = caller.gid
+            attributes[ATTR_COMMAND] = self._commands[caller.pid]
         return attributes
+
+    def _opened(self, table: dict[int, Group], op: Op, group: Group, error: BaseException | None) -> None:
+        if error is not None:
+            self._end_segment(group)
+            return
+        group.handle = op.fh
+        if group.span is not None:
+            group.span.set_attribute(ATTR_HANDLE, op.fh)
+        table[op.fh] = group
+
+    def _closed(self, table: dict[int, Group], fh: int) -> None:
+        group = table.pop(fh, None)
+        if group is not None:
+            self._end_segment(group)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -319,7 +374,7 @@ class TracingLayer:
                     del self._activities[pid]
             for group in (*self._files.values(), *self._dirs.values()):
                 if group.span is not None and group.inflight == 0 and now - group.started >= self._max_seconds:
-                    self._end_segment(group)
+                    self._end_segment(group)  # the handle's next operation starts the next segment
 
     def close(self) -> None:
         """End every open parent span (the mount is going away)."""
@@ -329,12 +384,20 @@ class TracingLayer:
             table.clear()
 
 
-def _record_failure(span: Span, exc: BaseException) -> None:
-    if isinstance(exc, OSError):
-        code = exc.errno or errno.EIO
-        span.set_attributes({ATTR_ERROR_TYPE: errno.errorcode.get(code, str(code)), ATTR_ERRNO: code})
-        span.set_status(Status(StatusCode.ERROR, exc.strerror or errno.errorcode.get(code, "")))
-    else:
-        span.set_attributes({ATTR_ERROR_TYPE: type(exc).__qualname__, ATTR_ERRNO: errno.EIO})
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
+def _failure(error: BaseException, attributes: dict[str, Any], events: list[Event], when: int) -> Status:
+    """Record a failure on a span's attributes (and, for a defect, an exception event); return its status."""
+    if isinstance(error, OSError):
+        code = error.errno or errno.EIO
+        attributes[ATTR_ERROR_TYPE] = errno.errorcode.get(code, str(code))
+        attributes[ATTR_ERRNO] = code
+        return Status(StatusCode.ERROR, error.strerror or attributes[ATTR_ERROR_TYPE])
+    attributes[ATTR_ERROR_TYPE] = type(error).__qualname__
+    attributes[ATTR_ERRNO] = errno.EIO
+    stack = "".join(traceback.format_exception(error))
+    details = {
+        "exception.type": type(error).__qualname__,
+        "exception.message": str(error),
+        "exception.stacktrace": stack,
+    }
+    events.append(Event("exception", details, when))
+    return Status(StatusCode.ERROR, str(error) or type(error).__qualname__)

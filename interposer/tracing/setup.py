@@ -22,7 +22,6 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from ..config import TracingConfig
 from ..names import RESOURCE_BACKING, RESOURCE_MOUNTPOINT, RESOURCE_VOLUME_ID, SERVICE_NAME_DEFAULT
-from .sampling import KeepErrorsSampler
 from .spanfile import SpanFileExporter
 
 log = logging.getLogger(__name__)
@@ -71,10 +70,11 @@ class ThrottledTelemetryLog(logging.Filter):
 
 @dataclass
 class TracingSetup:
-    """What the mount keeps of the tracing pipeline: the provider, the sampler and the health counters."""
+    """What the mount keeps of the tracing pipeline: the provider, where kept spans go, and health counters."""
 
     provider: TracerProvider
-    sampler: KeepErrorsSampler
+    processor: SpanProcessor
+    ratio: float
     health: ThrottledTelemetryLog
     exporter_name: str
     destination: str
@@ -158,7 +158,7 @@ def build_resource(config: TracingConfig, mountpoint: Path, backing: Path) -> Re
 
 
 def build_tracing(config: TracingConfig, mountpoint: Path, backing: Path, default_file: Path) -> TracingSetup:
-    """The provider with the keep-errors sampler in front of a bounded batch processor."""
+    """The provider and a bounded batch processor; the tracing layer decides what is kept."""
     kind = exporter_kind(config)
     exporter: SpanExporter | None
     if kind == "otlp":
@@ -175,19 +175,18 @@ def build_tracing(config: TracingConfig, mountpoint: Path, backing: Path, defaul
         "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     ):
         logging.getLogger(name).addFilter(health)
-    delegate: SpanProcessor
+    processor: SpanProcessor
     if exporter is None:
-        delegate = SpanProcessor()
+        processor = SpanProcessor()
     else:
-        delegate = BatchSpanProcessor(
+        processor = BatchSpanProcessor(
             exporter,
             max_queue_size=config.max_queue_size,
             schedule_delay_millis=config.export_delay * 1000,
             max_export_batch_size=min(512, config.max_queue_size),
         )
-    sampler = KeepErrorsSampler(delegate, sample_ratio(config))
-    # Record every span: the SDK would otherwise read OTEL_TRACES_SAMPLER itself and drop spans at their
-    # start, before anyone knows they will fail.  KeepErrorsSampler applies the ratio at their end.
+    # Record every parent span: the SDK would otherwise read OTEL_TRACES_SAMPLER itself and drop spans
+    # at their start, before anyone knows they will fail.  The tracing layer applies the ratio.
     provider = TracerProvider(resource=build_resource(config, mountpoint, backing), sampler=ALWAYS_ON)
-    provider.add_span_processor(sampler)
-    return TracingSetup(provider, sampler, health, kind, destination)
+    provider.add_span_processor(processor)
+    return TracingSetup(provider, processor, sample_ratio(config), health, kind, destination)
