@@ -348,13 +348,18 @@ def test_grouping_is_right_with_many_processes_and_handles(mount_factory: MountF
     assert all(s.attributes["fuse.session.ops.write"] == 5 for s in sessions.values())
 
 
+def marked_mount(mount_factory: MountFactory, collector: Collector, scratch: Path, ratio: float) -> MountProcess:
+    """A mount with the stand-in fault/throttle layer, exporting to the collector."""
+    config = f"extra_layers: ['tests.layers.marking:MarkingLayer']\ntracing:\n  sample_ratio: {ratio}\n"
+    return mount_factory(
+        args=["--config", write_config(scratch, config)], env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint}
+    )
+
+
 def test_faults_and_throttle_waits_reported_by_inner_layers_reach_the_span(
     mount_factory: MountFactory, collector: Collector, scratch: Path
 ) -> None:
-    config = "extra_layers: ['tests.layers.marking:MarkingLayer']\ntracing:\n  sample_ratio: 0\n"
-    mount = mount_factory(
-        args=["--config", write_config(scratch, config)], env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint}
-    )
+    mount = marked_mount(mount_factory, collector, scratch, ratio=0)
     with pytest.raises(OSError) as excinfo:
         os.stat(mount.mountpoint / "flaky")
     assert excinfo.value.errno == errno.EIO
@@ -374,10 +379,7 @@ def test_faults_and_throttle_waits_reported_by_inner_layers_reach_the_span(
 def test_throttle_events_are_recorded_when_sampled(
     mount_factory: MountFactory, collector: Collector, scratch: Path
 ) -> None:
-    config = "extra_layers: ['tests.layers.marking:MarkingLayer']\n"
-    mount = mount_factory(
-        args=["--config", write_config(scratch, config)], env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint}
-    )
+    mount = marked_mount(mount_factory, collector, scratch, ratio=1)
     (mount.backing / "slow").write_text("")
     os.stat(mount.mountpoint / "slow")
     mount.stop()
