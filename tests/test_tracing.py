@@ -263,6 +263,16 @@ def test_span_file_is_the_embedded_default_and_can_be_searched_and_replayed(
     assert tree[0].split()[2] == "fuse.file"
     assert sum(line.startswith("  ") and "fuse.write" in line for line in tree) == 3
     assert "0 matching spans" in traces("--path", "/nowhere/*")
+    assert "0 matching spans" in traces("--since", "2999-01-01T00:00:00")
+    assert traces("--until", "2999-01-01T00:00:00", "--op", "write").count("fuse.write") == 3
+    refused = subprocess.run(
+        [sys.executable, "-m", "interposer", "traces", str(span_file), "--since", "yesterday"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "'yesterday' is not an ISO 8601 time" in refused.stderr
 
     result = subprocess.run(
         [sys.executable, "-m", "interposer", "traces", str(span_file), "--replay", collector.http_endpoint],
