@@ -109,9 +109,8 @@ class Mount:
                 config.tracing, self.mountpoint, self.backing, runtime_path_for(self.mountpoint, ".spans.jsonl")
             )
             self.tracing_layer = TracingLayer(
-                self.tracing.provider.get_tracer("interposer"),
                 self.tracing.processor,
-                self.tracing.provider.resource,
+                self.tracing.resource,
                 config.tracing,
                 self.tracing.ratio,
             )

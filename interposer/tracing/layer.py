@@ -19,7 +19,8 @@ demand, so a kept span always has its parent.  The decision is made when the
 operation ends, before anything is built: a dropped operation costs two clock
 reads and a few counters.  A kept operation is handed to the batch processor as
 a finished ``ReadableSpan`` of the SDK, which costs a fraction of a live span
-(measured: docs/performance.md).  Parent spans are ordinary SDK spans.
+(measured: docs/performance.md).  Parent spans too: while a segment is open
+only its ids exist; the span is emitted, with its summary, when it ends.
 
 Being the outermost layer, a span covers throttle waits and injected faults;
 layers inside report those through ``op.events`` and ``op.fault``.
@@ -35,12 +36,11 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 import trio
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
 from .. import __version__
 from ..config import TracingConfig
@@ -129,7 +129,7 @@ class Group:
         "pid",
         "sampled",
         "segment",
-        "span",
+        "span_context",
         "started",
         "started_ns",
     )
@@ -140,7 +140,7 @@ class Group:
         self.opener = opener
         self.handle = -1
         self.segment = -1
-        self.span: Span | None = None
+        self.span_context: SpanContext | None = None
         self.link: Link | None = None
         self.sampled = False
         self.inflight = 0
@@ -153,10 +153,7 @@ class Group:
 class TracingLayer:
     """Outermost layer: times every operation, whatever the inner layers do to it."""
 
-    def __init__(
-        self, tracer: Tracer, processor: SpanProcessor, resource: Resource, config: TracingConfig, ratio: float
-    ) -> None:
-        self._tracer = tracer
+    def __init__(self, processor: SpanProcessor, resource: Resource, config: TracingConfig, ratio: float) -> None:
         self._processor = processor
         self._resource = resource
         self._scope = InstrumentationScope("interposer", __version__)
@@ -225,8 +222,19 @@ class TracingLayer:
             self._parent_span(group)
 
     def _parent_span(self, group: Group) -> SpanContext:
-        """The group's span for this segment, created on first need."""
-        if group.span is None:
+        """The identity of the group's span for this segment, allotted on first need.
+
+        The span itself is emitted, finished, when the segment ends: until then
+        only its ids exist, which is all its children need.
+        """
+        if group.span_context is None:
+            ids = self._ids
+            group.span_context = SpanContext(ids.generate_trace_id(), ids.generate_span_id(), False, _SAMPLED)
+        return group.span_context
+
+    def _end_segment(self, group: Group) -> None:
+        context = group.span_context
+        if context is not None:
             attributes: dict[str, Any] = {ATTR_PID: group.pid, ATTR_COMMAND: self._commands[group.pid]}
             opener = group.opener
             if opener is not None:
@@ -238,33 +246,31 @@ class TracingLayer:
                 }
                 if group.handle >= 0:
                     attributes[ATTR_HANDLE] = group.handle
-            attributes[ATTR_SEGMENT] = group.segment
-            group.span = self._tracer.start_span(
-                group.name,
-                context=Context(),
-                attributes=attributes,
-                links=None if group.link is None else [group.link],
-                start_time=group.started_ns,
+            attributes |= {
+                ATTR_SEGMENT: group.segment,
+                ATTR_SESSION_OPERATIONS: group.operations,
+                ATTR_SESSION_ERRORS: group.errors,
+                ATTR_SESSION_BYTES_READ: group.bytes_read,
+                ATTR_SESSION_BYTES_WRITTEN: group.bytes_written,
+            }
+            for kind, count in group.counts.items():
+                attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
+            failed = Status(StatusCode.ERROR, f"{group.errors} failed operations") if group.errors else _UNSET
+            self._processor.on_end(
+                ReadableSpan(
+                    name=group.name,
+                    context=context,
+                    resource=self._resource,
+                    attributes=attributes,
+                    links=() if group.link is None else (group.link,),
+                    status=failed,
+                    start_time=group.started_ns,
+                    end_time=time.time_ns(),
+                    instrumentation_scope=self._scope,
+                )
             )
-        return group.span.get_span_context()
-
-    def _end_segment(self, group: Group) -> None:
-        span = group.span
-        if span is not None:
-            span.set_attributes(
-                {
-                    ATTR_SESSION_OPERATIONS: group.operations,
-                    ATTR_SESSION_ERRORS: group.errors,
-                    ATTR_SESSION_BYTES_READ: group.bytes_read,
-                    ATTR_SESSION_BYTES_WRITTEN: group.bytes_written,
-                    **{ATTR_SESSION_OPS_PREFIX + kind: count for kind, count in group.counts.items()},
-                }
-            )
-            if group.errors:
-                span.set_status(Status(StatusCode.ERROR, f"{group.errors} failed operations"))
-            span.end()
-            group.link = Link(span.get_span_context())
-            group.span = None
+            group.link = Link(context)
+            group.span_context = None
         group.operations = group.errors = group.bytes_read = group.bytes_written = 0
         group.counts = Counter()
 
@@ -350,8 +356,6 @@ class TracingLayer:
             self._end_segment(group)
             return
         group.handle = op.fh
-        if group.span is not None:
-            group.span.set_attribute(ATTR_HANDLE, op.fh)
         table[op.fh] = group
 
     def _closed(self, table: dict[int, Group], fh: int) -> None:
@@ -373,7 +377,7 @@ class TracingLayer:
                     self._end_segment(group)
                     del self._activities[pid]
             for group in (*self._files.values(), *self._dirs.values()):
-                if group.span is not None and group.inflight == 0 and now - group.started >= self._max_seconds:
+                if group.span_context is not None and group.inflight == 0 and now - group.started >= self._max_seconds:
                     self._end_segment(group)  # the handle's next operation starts the next segment
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Building the tracer provider from the config and the standard OTEL_* environment variables.
+"""Building the span export pipeline from the config and the standard OTEL_* environment variables.
 
 Explicit configuration wins; an unset field falls back to the OpenTelemetry
 variable the SDK documents; the embedded default (no endpoint anywhere)
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from ..config import TracingConfig
 from ..names import RESOURCE_BACKING, RESOURCE_MOUNTPOINT, RESOURCE_VOLUME_ID, SERVICE_NAME_DEFAULT
@@ -70,9 +69,9 @@ class ThrottledTelemetryLog(logging.Filter):
 
 @dataclass
 class TracingSetup:
-    """What the mount keeps of the tracing pipeline: the provider, where kept spans go, and health counters."""
+    """What the mount keeps of the tracing pipeline: the resource, where kept spans go, and health counters."""
 
-    provider: TracerProvider
+    resource: Resource
     processor: SpanProcessor
     ratio: float
     health: ThrottledTelemetryLog
@@ -80,7 +79,8 @@ class TracingSetup:
     destination: str
 
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        """Export what is queued and stop the export thread."""
+        self.processor.shutdown()
 
 
 def _env(*names: str) -> str | None:
@@ -158,7 +158,7 @@ def build_resource(config: TracingConfig, mountpoint: Path, backing: Path) -> Re
 
 
 def build_tracing(config: TracingConfig, mountpoint: Path, backing: Path, default_file: Path) -> TracingSetup:
-    """The provider and a bounded batch processor; the tracing layer decides what is kept."""
+    """A bounded batch processor in front of the exporter; the tracing layer decides what is kept."""
     kind = exporter_kind(config)
     exporter: SpanExporter | None
     if kind == "otlp":
@@ -185,8 +185,5 @@ def build_tracing(config: TracingConfig, mountpoint: Path, backing: Path, defaul
             schedule_delay_millis=config.export_delay * 1000,
             max_export_batch_size=min(512, config.max_queue_size),
         )
-    # Record every parent span: the SDK would otherwise read OTEL_TRACES_SAMPLER itself and drop spans
-    # at their start, before anyone knows they will fail.  The tracing layer applies the ratio.
-    provider = TracerProvider(resource=build_resource(config, mountpoint, backing), sampler=ALWAYS_ON)
-    provider.add_span_processor(processor)
-    return TracingSetup(provider, processor, sample_ratio(config), health, kind, destination)
+    resource = build_resource(config, mountpoint, backing)
+    return TracingSetup(resource, processor, sample_ratio(config), health, kind, destination)
