@@ -149,7 +149,9 @@ class InodeTable:
 
     def _evict_oldest(self) -> None:
         _, victim = self._open.popitem(last=False)
-        if victim.handle is None and self._handles_supported:
+        # A handle only means something on its own file system, and handles are opened against the
+        # backing root's: objects on other devices are reopened by name, with the identity check.
+        if victim.handle is None and self._handles_supported and victim.dev == self._root_dev:
             try:
                 victim.handle = syscalls.file_handle(victim.fd)
             except OSError as exc:
@@ -205,11 +207,6 @@ class InodeTable:
             os.close(entry.fd)
 
     # -- names -------------------------------------------------------------------------
-
-    def child(self, parent: int, name: bytes) -> Inode | None:
-        """The known entry behind a directory entry, if the table has seen it."""
-        ino = self._dentries.get((parent, name))
-        return None if ino is None else self._entries.get(ino)
 
     def removed(self, parent: int, name: bytes) -> None:
         """A name went away (unlink, rmdir, replaced by rename); its last name marks the entry deleted."""

@@ -40,19 +40,12 @@ def _proc_path(fd: int) -> str:
 
 
 class Handle:
-    """An open file or directory: which inode, and who opened it.
+    """An open file or directory: which inode it is, and for a directory the listing being read."""
 
-    pyfuse3 passes no request context to read, write, flush, release or fsync,
-    so those operations are attributed to the process that opened the handle.
-    """
+    __slots__ = ("inode", "listing")
 
-    __slots__ = ("gid", "inode", "listing", "pid", "uid")
-
-    def __init__(self, inode: int, op: Op) -> None:
+    def __init__(self, inode: int) -> None:
         self.inode = inode
-        self.pid = op.pid
-        self.uid = op.uid
-        self.gid = op.gid
         self.listing: list[bytes] | None = None
 
 
@@ -286,7 +279,7 @@ class PassthroughBackend:
     async def open(self, op: Op) -> pyfuse3.FileInfo:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), self._open_flags(op.flags))
-        self.files[fd] = Handle(entry.ino, op)
+        self.files[fd] = Handle(entry.ino)
         op.fh = fd
         return self._file_info(fd, op.flags)
 
@@ -304,7 +297,7 @@ class PassthroughBackend:
             raise
         entry = self.inodes.acquire(parent.ino, op.entry_name, st)
         attrs = self._attributes(entry.ino, st)
-        self.files[fd] = Handle(entry.ino, op)
+        self.files[fd] = Handle(entry.ino)
         op.fh = fd
         return self._file_info(fd, op.flags), attrs
 
@@ -334,7 +327,7 @@ class PassthroughBackend:
     async def opendir(self, op: Op) -> int:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.dirs[fd] = Handle(entry.ino, op)
+        self.dirs[fd] = Handle(entry.ino)
         op.fh = fd
         return fd
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,34 @@ def test_inode_table_and_handles_shrink_back_after_drop_caches(mount_factory: Mo
     assert status["open_files"] == 0
     assert status["open_dirs"] == 0
     assert len(os.listdir(f"/proc/{mount.process.pid}/fd")) < 30  # type: ignore[union-attr]
+
+
+def test_objects_on_another_file_system_inside_the_backing_survive_descriptor_eviction(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    """A tmpfs mounted inside the backing tree: its objects get private inode numbers and, once their
+    descriptors are evicted, are reopened by name (a file handle would be opened on the wrong file system)."""
+    backing = scratch / "backing0"
+    (backing / "inner").mkdir(parents=True)
+    mounted_inner = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(backing / "inner")], capture_output=True, check=False
+    )
+    require(mounted_inner.returncode == 0, "permission to mount a tmpfs (root)")
+    try:
+        for index in range(40):
+            (backing / "inner" / f"f{index}").write_text(f"inner {index}")
+            (backing / f"g{index}").write_text(f"outer {index}")
+        mount = mount_factory(backing, args=["--config", str(Path(__file__).parent / "configs" / "tiny-fd-pool.yaml")])
+        mnt = mount.mountpoint
+        for _ in range(3):
+            for index in range(40):
+                assert (mnt / "inner" / f"f{index}").read_text() == f"inner {index}"
+                assert (mnt / f"g{index}").read_text() == f"outer {index}"
+                os.utime(mnt / "inner" / f"f{index}")  # setattr reaches the object through its descriptor
+        inner = os.stat(mnt / "inner" / "f0")
+        assert inner.st_ino >= 1 << 63
+        assert os.stat(mnt / "g0").st_ino == os.stat(backing / "g0").st_ino
+        assert mount.status()["inode_fds"] <= 16
+        mount.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(backing / "inner")], check=False)
