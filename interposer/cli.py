@@ -80,7 +80,7 @@ def mount(
     try:
         prepare_mountpoint(mountpoint, force=force)
         Mount(backing, mountpoint, config).serve()
-    except (MountError, OSError, RuntimeError) as exc:
+    except (ConfigError, MountError, OSError, RuntimeError) as exc:
         _fail(str(exc))
 
 

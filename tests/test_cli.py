@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -127,6 +128,28 @@ def test_bad_flag_names_the_flag(scratch: Path) -> None:
     assert "cache.entry_timeout (--entry-timeout): Input should be a valid number" in result.stderr
     result = interposer("mount", str(scratch), str(scratch), "--attr-timeout", "-1")
     assert "cache.attr_timeout (--attr-timeout): Input should be greater than or equal to 0" in result.stderr
+
+
+def test_bad_standard_otel_variable_is_named(scratch: Path) -> None:
+    (scratch / "b").mkdir()
+    (scratch / "m").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "interposer", "mount", str(scratch / "b"), str(scratch / "m")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+        },
+    )
+    assert result.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in result.stderr
+    assert "'http/json' is not supported; allowed: grpc, http/protobuf" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert mount_at(scratch / "m") is None
 
 
 def test_flags_override_the_config_file(mount_factory: MountFactory, scratch: Path) -> None:

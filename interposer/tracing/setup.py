@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from ..config import TracingConfig
+from ..config import ConfigError, TracingConfig
 from ..names import RESOURCE_BACKING, RESOURCE_MOUNTPOINT, RESOURCE_VOLUME_ID, SERVICE_NAME_DEFAULT
 from .spanfile import SpanFileExporter
 
@@ -128,7 +128,10 @@ def _otlp_exporter(config: TracingConfig) -> tuple[SpanExporter, str]:
         target = config.endpoint or _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
         return grpc_exporter, f"otlp/grpc {target or 'localhost:4317'}"
     if protocol != "http/protobuf":
-        raise ValueError(f"OTLP protocol {protocol!r} is not supported; allowed: grpc, http/protobuf")
+        raise ConfigError(
+            f"tracing.protocol (or OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL): "
+            f"{protocol!r} is not supported; allowed: grpc, http/protobuf"
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     endpoint = config.endpoint
