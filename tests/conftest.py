@@ -57,6 +57,10 @@ def world_dir() -> Iterator[Path]:
         mountpoint = line.split()[4]
         if mountpoint.startswith(str(path)):
             unmount(mountpoint, lazy=True)
+    # Mountpoints are scratch/<test>/<mnt>: drop their control sockets and default span files too.
+    for candidate in path.glob("*/*"):
+        for suffix in (".sock", ".spans.jsonl", ".spans.jsonl.1"):
+            runtime_path_for(candidate, suffix).unlink(missing_ok=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
