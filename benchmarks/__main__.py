@@ -45,7 +45,11 @@ def machine() -> dict[str, str]:
 )
 @click.option("--quick", is_flag=True, help="Tiny sizes and 1 s per job: checks the harness, not the speed.")
 @click.option("--only", multiple=True, type=click.Choice([w.name for w in WORKLOADS]), help="Run only these.")
-@click.option("--mount-args", default="", help="Extra arguments for 'interposer mount', as one string.")
+@click.option(
+    "--mount-args",
+    default="",
+    help="Extra arguments for 'interposer mount', as one string (a --config here replaces the benchmark's own).",
+)
 @click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -59,12 +63,15 @@ def main(workdir: Path | None, quick: bool, only: tuple[str, ...], mount_args: s
     native, backing, mountpoint = base / "native", base / "backing", base / "mnt"
     for path in (native, backing, mountpoint):
         path.mkdir(parents=True, exist_ok=True)
+    # The mount's spans stay in the scratch directory (the default would be a file in /run per mountpoint).
+    (base / "bench.yaml").write_text(f"tracing:\n  file: {base / 'spans.jsonl'}\n")
+    arguments = ["--config", str(base / "bench.yaml"), *shlex.split(mount_args)]
     selected = [w for w in WORKLOADS if not only or w.name in only]
     results = []
     try:
         with (
             (base / "interposer.log").open("wb") as log,
-            MountProcess(backing, mountpoint, shlex.split(mount_args), log=log),
+            MountProcess(backing, mountpoint, arguments, log=log),
         ):
             for workload in selected:
                 native_runs, mount_runs = [], []
