@@ -49,15 +49,12 @@ class InterposerFS(pyfuse3.Operations):
 
     async def _run(self, op: Op) -> Any:
         try:
-            op.result = await self.pipeline.call(op)
-            return op.result
+            return await self.pipeline.call(op)
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
-            op.error = exc
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except Exception as exc:
-            op.error = exc
+        except Exception:
             self.internal_errors += 1
             log.exception("internal error in %s on %s; answered EIO", op.name, _describe(op))
             raise pyfuse3.FUSEError(errno.EIO) from None

@@ -59,10 +59,10 @@ ENTRY_OPS = frozenset(
         OpName.RMDIR,
         OpName.RENAME,
         OpName.CREATE,
-        OpName.LINK,
     }
 )
-"""Operations that name an entry in a parent directory; their path is parent path + name."""
+"""Operations addressed by (parent inode, name); their path is the parent's path + name.
+(LINK names its new entry in ``new_parent``/``new_name``; its path is the linked inode's.)"""
 
 
 # -- tracing: span names and attribute keys -------------------------------------------------

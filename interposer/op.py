@@ -31,7 +31,7 @@ class PathResolver(Protocol):
 
 
 class Op:
-    """One request: what was asked, by whom, and how it ended.
+    """One request: what was asked, by whom, and what it moved.
 
     Fields an operation does not use keep their class-level defaults, so
     building an Op costs only the assignments the request needs: this runs once
@@ -47,7 +47,6 @@ class Op:
     pid = 0
     uid = 0
     gid = 0
-    umask = 0
     entry_name = b""
     new_parent = 0
     new_name = b""
@@ -63,8 +62,6 @@ class Op:
     datasync = False
     forgets: Sequence[tuple[int, int]] = ()
     transferred = 0
-    result: Any = None
-    error: BaseException | None = None
     fault: str | None = None
     """Set by the fault layer: the kind of fault injected into this request."""
     events: list[tuple[str, dict[str, Any]]] | None = None
@@ -78,7 +75,6 @@ class Op:
             self.pid = ctx.pid
             self.uid = ctx.uid
             self.gid = ctx.gid
-            self.umask = ctx.umask
 
     @property
     def path(self) -> str:
@@ -94,7 +90,7 @@ class Op:
 
     def _resolve_path(self) -> str:
         resolver = self.resolver
-        if self.name in ENTRY_OPS and self.name is not OpName.LINK:
+        if self.name in ENTRY_OPS:
             return _join(resolver.path_of_inode(self.inode), self.entry_name)
         if self.name in HANDLE_OPS:
             return resolver.path_of_inode(resolver.inode_of_handle(self.fh))

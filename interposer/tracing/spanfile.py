@@ -25,20 +25,19 @@ from opentelemetry.trace import StatusCode
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
-def _recode_ids(request: dict[str, Any], convert: Any) -> None:
-    for resource_spans in request.get("resourceSpans", []):
+def from_otlp_json(line: str) -> ExportTraceServiceRequest:
+    """Parse an OTLP/JSON line back into a protobuf request (for replay).
+
+    OTLP/JSON writes ids in hex where protobuf's JSON mapping expects base64.
+    """
+    data = json.loads(line)
+    for resource_spans in data.get("resourceSpans", []):
         for scope_spans in resource_spans.get("scopeSpans", []):
             for span in scope_spans.get("spans", []):
                 for holder in (span, *span.get("links", [])):
                     for field in _ID_FIELDS:
                         if holder.get(field):
-                            holder[field] = convert(holder[field])
-
-
-def from_otlp_json(line: str) -> ExportTraceServiceRequest:
-    """Parse an OTLP/JSON line back into a protobuf request (for replay)."""
-    data = json.loads(line)
-    _recode_ids(data, lambda value: base64.b64encode(bytes.fromhex(value)).decode())
+                            holder[field] = base64.b64encode(bytes.fromhex(holder[field])).decode()
     request = ExportTraceServiceRequest()
     json_format.ParseDict(data, request)
     return request
