@@ -10,12 +10,14 @@ cd "$(dirname "$0")"
 
 # Debian's python3 is used, not whatever python3 is first on PATH: it is the same on every
 # Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
-# own test suites, which the tests run inside the mount.
+# own test suites, which the tests run inside the mount. Debian's prometheus is the real
+# server the metrics tests scrape with.
 PYTHON=/usr/bin/python3
 SYSTEM_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc
   python3 python3-dev python3-venv libpython3.11-testsuite
   fio attr tar
+  prometheus
 )
 
 as_root() {

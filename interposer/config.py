@@ -64,21 +64,26 @@ class BackendConfig(_Section):
     )
 
 
-class TracingConfig(_Section):
-    """Spans for every operation.  Unset values fall back to the standard OTEL_* variables."""
+class OtlpSection(_Section):
+    """Where a signal goes over OTLP.  Unset values fall back to the standard OTEL_EXPORTER_OTLP_* variables."""
+
+    endpoint: str | None = Field(None, description="OTLP endpoint; unset: OTEL_EXPORTER_OTLP_(<SIGNAL>_)ENDPOINT.")
+    protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        None, description="OTLP protocol; unset: OTEL_EXPORTER_OTLP_(<SIGNAL>_)PROTOCOL, else grpc."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="OTLP headers; unset: OTEL_EXPORTER_OTLP_(<SIGNAL>_)HEADERS."
+    )
+
+
+class TracingConfig(OtlpSection):
+    """Spans for every operation."""
 
     enabled: bool = Field(True, description="Emit a span per operation.")
     exporter: Literal["file", "otlp", "none"] | None = Field(
         None,
         description="Where spans go; unset: OTEL_TRACES_EXPORTER, else 'otlp' when an OTLP endpoint is set, "
         "else 'file' (the embedded default).",
-    )
-    endpoint: str | None = Field(None, description="OTLP endpoint; unset: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.")
-    protocol: Literal["grpc", "http/protobuf"] | None = Field(
-        None, description="OTLP protocol; unset: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc."
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="OTLP headers; unset: OTEL_EXPORTER_OTLP_(TRACES_)HEADERS."
     )
     file: Path | None = Field(None, description="Span file for the 'file' exporter; unset: beside the control socket.")
     file_max_bytes: int = Field(64 << 20, ge=1 << 16, description="The span file rotates (one old copy) past this.")
@@ -96,7 +101,34 @@ class TracingConfig(_Section):
     segment_max_operations: int = Field(1000, ge=1, description="Most children a parent span segment holds.")
     max_queue_size: int = Field(8192, ge=64, le=1 << 20, description="Spans buffered for export; beyond: dropped.")
     export_delay: float = Field(1.0, gt=0, le=60, description="Seconds between batch exports.")
-    volume_id: str | None = Field(None, description="Volume id for the resource (set by the CSI driver).")
+
+
+MetricsExporterName = Literal["otlp", "prometheus"]
+
+
+class MetricsConfig(OtlpSection):
+    """Metrics for every operation, pushed over OTLP, served for Prometheus to scrape, or both."""
+
+    enabled: bool = Field(True, description="Measure every operation.")
+    exporters: tuple[MetricsExporterName, ...] | None = Field(
+        None,
+        description="Where metrics go, any of otlp and prometheus (empty: nowhere); unset: OTEL_METRICS_EXPORTER, "
+        "else otlp when an OTLP endpoint is set, else prometheus (the embedded default).",
+    )
+    export_interval: float | None = Field(
+        None, gt=0, le=3600, description="Seconds between OTLP pushes; unset: OTEL_METRIC_EXPORT_INTERVAL, else 10."
+    )
+    prometheus_host: str | None = Field(
+        None,
+        description="Address the scrape endpoint listens on; unset: OTEL_EXPORTER_PROMETHEUS_HOST, else 127.0.0.1.",
+    )
+    prometheus_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the scrape endpoint (0: any free port); unset: OTEL_EXPORTER_PROMETHEUS_PORT, else 9464, "
+        "or a free port when 9464 is taken.",
+    )
 
 
 class ControlConfig(_Section):
@@ -112,11 +144,13 @@ class InterposerConfig(_Section):
     fuse: FuseConfig = FuseConfig()
     backend: BackendConfig = BackendConfig()
     tracing: TracingConfig = TracingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
         (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity on stderr.")
+    volume_id: str | None = Field(None, description="Volume id for the telemetry resource (set by the CSI driver).")
 
     @field_validator("extra_layers")
     @classmethod

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import sys
 import typing
-from pathlib import Path
 
 from pydantic import BaseModel
 
 from .config import InterposerConfig
+from .docgen import DOCS, rewrite
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-BEGIN = "<!-- BEGIN GENERATED: python -m interposer.config_reference -->"
-END = "<!-- END GENERATED -->"
+PAGE = DOCS / "configuration.md"
+COMMAND = "python -m interposer.config_reference"
 
 
 def _type_name(annotation: object) -> str:
@@ -51,19 +50,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def render() -> str:
-    """The generated reference table, between its markers."""
+    """The generated reference table."""
     table = ["| field | type | default | meaning |", "|---|---|---|---|", *_rows(InterposerConfig, "")]
-    return "\n".join([BEGIN, *table, END])
-
-
-def updated(page: str) -> str:
-    """The page with its generated part replaced."""
-    head, _, rest = page.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return head + render() + tail
+    return "\n".join(table)
 
 
 if __name__ == "__main__":
-    text = PAGE.read_text()
-    PAGE.write_text(updated(text))
+    rewrite(PAGE, COMMAND, render())
     sys.stdout.write(f"rewrote the generated part of {PAGE}\n")

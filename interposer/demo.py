@@ -12,12 +12,14 @@ import hashlib
 import os
 import shutil
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from prometheus_client.parser import text_string_to_metric_families
 
-from .names import ATTR_ERROR_TYPE
+from .names import ATTR_ERROR_TYPE, IO_BYTES, OPERATION_DURATION
 from .process import MountProcess
 from .tracing.search import load_spans, summary
 
@@ -72,6 +74,35 @@ def run_workload(root: Path) -> WorkloadReport:
     return report
 
 
+@dataclass
+class MetricsReport:
+    """What the mount's Prometheus endpoint said at the end of the run."""
+
+    url: str
+    requests: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)
+    bytes: dict[str, float] = field(default_factory=dict)
+
+
+def scrape(url: str) -> MetricsReport:
+    """Read the endpoint once: requests per operation, failures per errno, bytes per direction."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    report = MetricsReport(url)
+    operation, error_type = OPERATION_DURATION.prometheus_labels
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == OPERATION_DURATION.series("count") and sample.value:
+                key = sample.labels[operation]
+                report.requests[key] = report.requests.get(key, 0) + sample.value
+                if sample.labels.get(error_type):
+                    symbol = sample.labels[error_type]
+                    report.errors[symbol] = report.errors.get(symbol, 0) + sample.value
+            elif sample.name == IO_BYTES.series():
+                report.bytes[sample.labels[IO_BYTES.prometheus_labels[0]]] = sample.value
+    return report
+
+
 def _prepare(workdir: Path) -> tuple[Path, Path]:
     backing, mountpoint = workdir / "backing", workdir / "mnt"
     if backing.exists():
@@ -93,6 +124,7 @@ def run_demo(workdir: Path) -> int:
     with log_path.open("wb") as log, MountProcess(backing, mountpoint, ["--config", str(config)], log=log) as mount:
         report = run_workload(mountpoint)
         status = mount.status()
+        metrics = scrape(status["metrics"]["exporters"]["prometheus"])
     archived = sorted(path.name for path in (backing / "archive").iterdir())
     click.echo("\nworkload (through the mount):")
     click.echo(f"  files written     {report.files_written} ({report.bytes_written:,} bytes)")
@@ -104,6 +136,13 @@ def run_demo(workdir: Path) -> int:
     click.echo(f"  inodes known {status['inodes']}, open files {status['open_files']}, open dirs {status['open_dirs']}")
     click.echo(f"  internal errors {status['internal_errors']}")
     click.echo(f"\nbacking directory now holds archive/ with {len(archived)} entries; unmounted {mountpoint}")
+    busiest = sorted(metrics.requests.items(), key=lambda item: -item[1])[:6]
+    click.echo(f"\nmetrics ({metrics.url}; the same endpoint Prometheus scrapes):")
+    click.echo("  requests          " + ", ".join(f"{name} {count:.0f}" for name, count in busiest))
+    click.echo(f"  failed requests   {', '.join(f'{k} {v:.0f}' for k, v in metrics.errors.items()) or 'none'}")
+    click.echo(
+        f"  bytes             read {metrics.bytes.get('read', 0):,.0f}, written {metrics.bytes.get('write', 0):,.0f}"
+    )
     spans = load_spans(span_file)
     click.echo(f"\ntraces ({span_file}; search it with: interposer traces {span_file} --help):")
     click.echo("\n".join("  " + line for line in summary(spans, top=5)))
@@ -113,6 +152,8 @@ def run_demo(workdir: Path) -> int:
         and status["open_files"] == 0
         and len(archived) == 2 * report.renames
         and any(span.attributes.get(ATTR_ERROR_TYPE) == "ENOENT" for span in spans)
+        and metrics.bytes.get("write") == report.bytes_written
+        and metrics.errors.get("ENOENT", 0) >= 1
     )
     click.echo("demo " + ("succeeded" if healthy else "FAILED"))
     return 0 if healthy else 1

@@ -17,9 +17,13 @@ from . import syscalls
 from .adapter import InterposerFS
 from .config import InterposerConfig
 from .control import ControlServer, runtime_path_for, socket_path_for
+from .metrics.layer import MetricsLayer
+from .metrics.setup import MetricsSetup, build_metrics
 from .mounts import is_stale, mount_at, unmount
+from .names import SIGNAL_METRICS, SIGNAL_TRACES
 from .passthrough import PassthroughBackend
 from .pipeline import Layer, Pipeline
+from .telemetry import TelemetryHealth, build_resource
 from .tracing.layer import TracingLayer
 from .tracing.setup import TracingSetup, build_tracing
 
@@ -101,20 +105,23 @@ class Mount:
         self.backend = PassthroughBackend(
             str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
         )
+        self.health = TelemetryHealth()
+        self.health.install()
+        resource = build_resource(self.mountpoint, self.backing, config.volume_id)
         self.tracing: TracingSetup | None = None
         self.tracing_layer: TracingLayer | None = None
-        layers = load_layers(config.extra_layers)
+        self.metrics: MetricsSetup | None = None
+        self.metrics_layer: MetricsLayer | None = None
+        layers: list[Layer] = []
         if config.tracing.enabled:
-            self.tracing = build_tracing(
-                config.tracing, self.mountpoint, self.backing, runtime_path_for(self.mountpoint, ".spans.jsonl")
-            )
-            self.tracing_layer = TracingLayer(
-                self.tracing.processor,
-                self.tracing.resource,
-                config.tracing,
-                self.tracing.ratio,
-            )
-            layers.insert(0, self.tracing_layer)
+            self.tracing = build_tracing(config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), self.health)
+            self.tracing_layer = TracingLayer(self.tracing.processor, resource, config.tracing, self.tracing.ratio)
+            layers.append(self.tracing_layer)
+        if config.metrics.enabled:
+            self.metrics = build_metrics(config.metrics, resource, self.health)
+            self.metrics_layer = MetricsLayer(self.metrics.meter, self.health)
+            layers.append(self.metrics_layer)
+        layers += load_layers(config.extra_layers)
         self.pipeline = Pipeline(self.backend, layers)
         self.fs = InterposerFS(
             self.pipeline,
@@ -137,6 +144,7 @@ class Mount:
             "open_dirs": len(self.backend.dirs),
             "internal_errors": self.fs.internal_errors,
             "tracing": self._tracing_status(),
+            "metrics": self._metrics_status(),
             "config": self.config.model_dump(mode="json"),
         }
 
@@ -149,8 +157,20 @@ class Mount:
             "sample_ratio": self.tracing.ratio,
             "operations_kept": self.tracing_layer.kept,
             "operations_sampled_out": self.tracing_layer.sampled_out,
-            "spans_dropped": self.tracing.health.dropped_spans,
-            "export_failures": self.tracing.health.export_failures,
+            "spans_dropped": self.health.dropped_spans,
+            "export_failures": self.health.export_failures[SIGNAL_TRACES],
+        }
+
+    def _metrics_status(self) -> dict[str, Any] | None:
+        if self.metrics is None or self.metrics_layer is None:
+            return None
+        return {
+            "exporters": self.metrics.destinations,
+            "operations_active": sum(self.metrics_layer.active.values()),
+            "bytes": self.metrics_layer.bytes,
+            "handles_open": self.metrics_layer.handles,
+            "directories_net_created": self.metrics_layer.directories_net_created,
+            "export_failures": self.health.export_failures[SIGNAL_METRICS],
         }
 
     def serve(self) -> None:
@@ -162,6 +182,9 @@ class Mount:
             log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
             if self.tracing is not None:
                 log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
+            if self.metrics is not None:
+                for exporter, destination in self.metrics.destinations.items():
+                    log.info("metrics: %s %s", exporter, destination)
             trio.run(self._session)
         finally:
             pyfuse3.close(unmount=True)
@@ -169,6 +192,9 @@ class Mount:
                 self.tracing_layer.close()
             if self.tracing is not None:
                 self.tracing.shutdown()
+            if self.metrics is not None:
+                self.metrics.shutdown()
+            self.health.uninstall()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
 

@@ -7,6 +7,7 @@ must never be spelled anywhere else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -112,3 +113,152 @@ RESOURCE_MOUNTPOINT = "fuse.mountpoint"
 RESOURCE_BACKING = "fuse.backing"
 RESOURCE_VOLUME_ID = "fuse.volume.id"
 SERVICE_NAME_DEFAULT = "cnfs-interposer"
+
+ATTR_THROTTLE_WAIT = "fuse.throttle.wait"
+"""On an EVENT_THROTTLE event: the seconds the request waited."""
+ATTR_THROTTLE_LIMIT = "fuse.throttle.limit"
+"""On an EVENT_THROTTLE event and the wait metric: which limit made the request wait."""
+
+
+# -- metrics --------------------------------------------------------------------------------
+# OpenTelemetry names (dots, units apart); Prometheus stores them translated: dots become
+# underscores, the unit becomes a suffix, counters gain _total.  docs/metrics.md is generated
+# from these definitions and a test proves the translation against a real Prometheus.
+
+ATTR_IO_DIRECTION = "disk.io.direction"
+ATTR_HANDLE_KIND = "fuse.handle.kind"
+ATTR_TELEMETRY_SIGNAL = "fuse.telemetry.signal"
+
+DIRECTION_READ = "read"
+DIRECTION_WRITE = "write"
+HANDLE_FILE = "file"
+HANDLE_DIRECTORY = "directory"
+SIGNAL_TRACES = "traces"
+SIGNAL_METRICS = "metrics"
+
+DURATION_BUCKETS = (*(round(base * 10.0**exponent, 9) for exponent in range(-5, 1) for base in (1, 2.5, 5)), 10.0)
+"""Histogram bucket bounds in seconds, 10 µs to 10 s: FUSE requests take tens of microseconds."""
+
+
+class InstrumentKind(StrEnum):
+    """OpenTelemetry instrument kinds."""
+
+    HISTOGRAM = "histogram"
+    COUNTER = "counter"
+    UP_DOWN_COUNTER = "updowncounter"
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One metric: everything the interposer, the dashboards, the alerts and docs/metrics.md need."""
+
+    name: str
+    kind: InstrumentKind
+    unit: str
+    labels: tuple[str, ...]
+    description: str
+
+    @property
+    def prometheus_name(self) -> str:
+        """The metric family name Prometheus stores (histograms add _bucket, _sum and _count)."""
+        name = self.name.replace(".", "_")
+        unit = _PROMETHEUS_UNITS.get(self.unit, "")
+        if unit and not name.endswith("_" + unit):
+            name += "_" + unit
+        return name + "_total" if self.kind is InstrumentKind.COUNTER else name
+
+    @property
+    def prometheus_labels(self) -> tuple[str, ...]:
+        """The label names Prometheus stores: dots become underscores."""
+        return tuple(label.replace(".", "_") for label in self.labels)
+
+    @property
+    def prometheus_type(self) -> str:
+        """The metric type Prometheus stores: an up-down counter's current value is a gauge."""
+        return "gauge" if self.kind is InstrumentKind.UP_DOWN_COUNTER else self.kind.value
+
+    def series(self, suffix: str = "") -> str:
+        """A series name to query: ``series('count')`` of a histogram is its ``_count``."""
+        return f"{self.prometheus_name}_{suffix}" if suffix else self.prometheus_name
+
+
+_PROMETHEUS_UNITS = {"s": "seconds", "By": "bytes"}
+"""The unit suffixes in use; annotations such as {operation} add none."""
+
+OPERATION_DURATION = Instrument(
+    "fuse.operation.duration",
+    InstrumentKind.HISTOGRAM,
+    "s",
+    (ATTR_OPERATION, ATTR_ERROR_TYPE),
+    "Time to serve one FUSE request, throttle waits and injected latency included; error.type set on failure. "
+    "Its count is the number of requests.",
+)
+IO_BYTES = Instrument(
+    "fuse.io",
+    InstrumentKind.COUNTER,
+    "By",
+    (ATTR_IO_DIRECTION,),
+    "Bytes actually read and written through the mount (not the sizes requested).",
+)
+OPERATIONS_ACTIVE = Instrument(
+    "fuse.operation.active",
+    InstrumentKind.UP_DOWN_COUNTER,
+    "{operation}",
+    (ATTR_OPERATION,),
+    "Requests being served right now.",
+)
+HANDLES_OPEN = Instrument(
+    "fuse.handle.open",
+    InstrumentKind.UP_DOWN_COUNTER,
+    "{handle}",
+    (ATTR_HANDLE_KIND,),
+    "Open file and directory handles (kind: file or directory).",
+)
+DIRECTORIES_NET_CREATED = Instrument(
+    "fuse.directory.net_created",
+    InstrumentKind.UP_DOWN_COUNTER,
+    "{directory}",
+    (),
+    "Directories created minus directories removed through the mount since it started.",
+)
+FAULTS_INJECTED = Instrument(
+    "fuse.fault.injected",
+    InstrumentKind.COUNTER,
+    "{fault}",
+    (ATTR_FAULT, ATTR_OPERATION),
+    "Faults the fault layer injected, by fault type and operation.",
+)
+THROTTLE_WAIT = Instrument(
+    "fuse.throttle.wait.duration",
+    InstrumentKind.HISTOGRAM,
+    "s",
+    (ATTR_THROTTLE_LIMIT,),
+    "Time requests waited for a throttle limit, by the limit that held them.",
+)
+SPANS_DROPPED = Instrument(
+    "fuse.telemetry.spans.dropped",
+    InstrumentKind.COUNTER,
+    "{span}",
+    (),
+    "Spans dropped because the export queue was full (a slow or dead collector).",
+)
+EXPORT_FAILURES = Instrument(
+    "fuse.telemetry.export.failures",
+    InstrumentKind.COUNTER,
+    "{failure}",
+    (ATTR_TELEMETRY_SIGNAL,),
+    "Failed telemetry exports, by signal (traces or metrics).",
+)
+
+INSTRUMENTS = (
+    OPERATION_DURATION,
+    IO_BYTES,
+    OPERATIONS_ACTIVE,
+    HANDLES_OPEN,
+    DIRECTORIES_NET_CREATED,
+    FAULTS_INJECTED,
+    THROTTLE_WAIT,
+    SPANS_DROPPED,
+    EXPORT_FAILURES,
+)
+"""Every metric the interposer exports."""

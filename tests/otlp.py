@@ -1,4 +1,4 @@
-"""A real OTLP pipeline for tests: the rotel collector forwarding to a gRPC receiver in the test."""
+"""A real OTLP pipeline for tests: the rotel collector forwarding to gRPC receivers in the test."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -95,12 +96,71 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 @dataclass
+class ReceivedPoint:
+    """One data point: a sum's or gauge's value, or a histogram's count, sum and bucket bounds."""
+
+    metric: str
+    unit: str
+    kind: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    value: float
+    total: float = 0.0
+    bounds: tuple[float, ...] = ()
+    exemplar_trace_ids: tuple[str, ...] = ()
+
+
+class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """An OTLP/gRPC metrics endpoint that keeps every export, in order of arrival."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.exports: list[list[ReceivedPoint]] = []
+
+    def Export(  # noqa: N802 - the gRPC method name
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        points = []
+        for resource_metrics in request.resource_metrics:
+            resource = {a.key: _plain(a.value) for a in resource_metrics.resource.attributes}
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data") or ""
+                    for point in getattr(metric, kind).data_points:
+                        attributes = {a.key: _plain(a.value) for a in point.attributes}
+                        if kind == "histogram":
+                            received = ReceivedPoint(
+                                metric.name,
+                                metric.unit,
+                                kind,
+                                attributes=attributes,
+                                resource=resource,
+                                value=point.count,
+                                total=point.sum,
+                                bounds=tuple(point.explicit_bounds),
+                                exemplar_trace_ids=tuple(e.trace_id.hex() for e in point.exemplars),
+                            )
+                        else:
+                            value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+                            received = ReceivedPoint(metric.name, metric.unit, kind, attributes, resource, value)
+                        points.append(received)
+        with self._lock:
+            self.exports.append(points)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def snapshot(self) -> list[list[ReceivedPoint]]:
+        with self._lock:
+            return list(self.exports)
+
+
+@dataclass
 class Collector:
-    """rotel listening on loopback for OTLP gRPC and HTTP, forwarding to the receiver."""
+    """rotel listening on loopback for OTLP gRPC and HTTP, forwarding to the receivers."""
 
     grpc_endpoint: str
     http_endpoint: str
     traces: TraceReceiver
+    metrics: MetricsReceiver
 
 
 def rotel_binary() -> str:
@@ -115,9 +175,10 @@ def rotel_binary() -> str:
 
 def run_collector(log_dir: Path) -> Iterator[Collector]:
     """Start the receiver and rotel; stop both afterwards."""
-    receiver = TraceReceiver()
+    receiver, metrics = TraceReceiver(), MetricsReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(metrics, server)  # type: ignore[no-untyped-call]
     receiver_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     grpc_port, http_port = free_port(), free_port()
@@ -139,7 +200,7 @@ def run_collector(log_dir: Path) -> Iterator[Collector]:
     try:
         wait_for_port(grpc_port)
         wait_for_port(http_port)
-        yield Collector(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", receiver)
+        yield Collector(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", receiver, metrics)
     finally:
         process.terminate()
         process.wait(timeout=20)

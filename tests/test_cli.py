@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -101,6 +102,11 @@ def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: P
         ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
         ("bogus: 1\n", f"bogus: unknown field; allowed fields: {', '.join(InterposerConfig.model_fields)}"),
         ("extra_layers: ['nope']\n", "extra_layers: Value error, 'nope' is not of the form 'module:attribute'"),
+        ("metrics:\n  exporters: [statsd]\n", "metrics.exporters.0: Input should be 'otlp' or 'prometheus'"),
+        (
+            "metrics:\n  prometheus_port: 70000\n",
+            "metrics.prometheus_port: Input should be less than or equal to 65535",
+        ),
         ("- a list\n", "must hold a mapping at the top level"),
         ("cache: [\n", "is not valid YAML"),
     ],
@@ -130,7 +136,22 @@ def test_bad_flag_names_the_flag(scratch: Path) -> None:
     assert "cache.attr_timeout (--attr-timeout): Input should be greater than or equal to 0" in result.stderr
 
 
-def test_bad_standard_otel_variable_is_named(scratch: Path) -> None:
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL): 'http/json' is not supported; allowed: grpc, http/protobuf",
+        ),
+        (
+            {"OTEL_METRICS_EXPORTER": "prometheus,statsd"},
+            "OTEL_METRICS_EXPORTER: statsd not supported; allowed: otlp, prometheus, none",
+        ),
+        ({"OTEL_EXPORTER_PROMETHEUS_PORT": "http"}, "OTEL_EXPORTER_PROMETHEUS_PORT: 'http' is not a port"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "OTEL_METRIC_EXPORT_INTERVAL: '-5' is not a positive number"),
+    ],
+)
+def test_bad_standard_otel_variable_is_named(scratch: Path, variables: dict[str, str], expected: str) -> None:
     (scratch / "b").mkdir()
     (scratch / "m").mkdir()
     result = subprocess.run(
@@ -139,15 +160,10 @@ def test_bad_standard_otel_variable_is_named(scratch: Path) -> None:
         text=True,
         timeout=30,
         check=False,
-        env={
-            **os.environ,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-        },
+        env={**os.environ, **variables},
     )
     assert result.returncode == 2
-    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in result.stderr
-    assert "'http/json' is not supported; allowed: grpc, http/protobuf" in result.stderr
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert mount_at(scratch / "m") is None
 
@@ -194,8 +210,13 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert len(list((scratch / "demo" / "backing" / "archive").iterdir())) == 20
 
 
-def test_configuration_reference_matches_the_model() -> None:
-    from interposer.config_reference import PAGE, updated
+@pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.metrics.reference"])
+def test_generated_reference_pages_are_fresh(module: str) -> None:
+    """docs/configuration.md follows the config model; docs/metrics.md follows the names module."""
+    from interposer.docgen import updated
 
-    page = PAGE.read_text()
-    assert updated(page) == page, "docs/configuration.md is stale: run python -m interposer.config_reference"
+    reference = importlib.import_module(module)
+    page = reference.PAGE.read_text()
+    assert updated(page, reference.COMMAND, reference.render()) == page, (
+        f"{reference.PAGE} is stale: run {reference.COMMAND}"
+    )

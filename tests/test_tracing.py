@@ -216,8 +216,11 @@ def test_dead_collector_costs_no_latency_and_memory_stays_bounded(
     live = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint})
     live_latency = stat_latency(live)
     dead_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
-    config = write_config(scratch, "tracing:\n  max_queue_size: 1024\n  export_delay: 0.2\n")
+    config = write_config(
+        scratch, "tracing:\n  max_queue_size: 1024\n  export_delay: 0.2\nmetrics:\n  export_interval: 0.2\n"
+    )
     dead = mount_factory(args=["--config", config], env=dead_env)
+    assert set(dead.status()["metrics"]["exporters"]) == {"otlp"}
     dead_latency = stat_latency(dead)
     assert dead_latency < live_latency * 1.5, (dead_latency, live_latency)
 
@@ -233,6 +236,7 @@ def test_dead_collector_costs_no_latency_and_memory_stays_bounded(
         stat_latency(dead)
     assert rss_kib() - before < 60_000, "memory grew with a dead collector"
     wait_for(lambda: dead.status()["tracing"]["spans_dropped"] > 0, what="dropped spans to be counted")
+    wait_for(lambda: dead.status()["metrics"]["export_failures"] > 0, what="failed metric pushes to be counted")
 
 
 def test_span_file_is_the_embedded_default_and_can_be_searched_and_replayed(

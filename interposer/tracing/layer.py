@@ -176,6 +176,10 @@ class TracingLayer:
             self._new_segment(group, now)
         group.last_active = now
         group.inflight += 1
+        parent = None
+        if group.sampled:  # the span will be kept: its identity exists from the start, for inner layers
+            parent = self._parent_span(group)
+            op.span_context = SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
         start = time.time_ns()
         error: BaseException | None = None
         try:
@@ -185,7 +189,7 @@ class TracingLayer:
             raise
         finally:
             group.inflight -= 1
-            self._finish(op, group, start, time.time_ns(), error)
+            self._finish(op, group, parent, start, time.time_ns(), error)
 
     # -- groups ------------------------------------------------------------------------
 
@@ -276,7 +280,14 @@ class TracingLayer:
 
     # -- operations --------------------------------------------------------------------
 
-    def _finish(self, op: Op, group: Group, start: int, end: int, error: BaseException | None) -> None:
+    def _finish(
+        self, op: Op, group: Group, parent: SpanContext | None, start: int, end: int, error: BaseException | None
+    ) -> None:
+        """Account the operation to its group and emit its span if kept.
+
+        ``parent`` is the segment the operation started in, if that was sampled;
+        the group may have moved on to a new segment since.
+        """
         name = op.name
         group.operations += 1
         group.counts[name.value] += 1
@@ -286,8 +297,8 @@ class TracingLayer:
             group.bytes_read += op.transferred
         elif name is OpName.WRITE:
             group.bytes_written += op.transferred
-        if group.sampled or error is not None or op.fault is not None:
-            self._emit(op, group, start, end, error)
+        if parent is not None or group.sampled or error is not None or op.fault is not None:
+            self._emit(op, group, parent or self._parent_span(group), start, end, error)
             self.kept += 1
         else:
             self.sampled_out += 1
@@ -300,16 +311,18 @@ class TracingLayer:
         elif name is OpName.RELEASEDIR:
             self._closed(self._dirs, op.fh)
 
-    def _emit(self, op: Op, group: Group, start: int, end: int, error: BaseException | None) -> None:
-        parent = self._parent_span(group)
+    def _emit(
+        self, op: Op, group: Group, parent: SpanContext, start: int, end: int, error: BaseException | None
+    ) -> None:
         attributes = self._attributes(op, group)
         status = _UNSET
         events = [Event(event, event_attributes, end) for event, event_attributes in op.events or ()]
         if error is not None:
             status = _failure(error, attributes, events, end)
+        context = op.span_context or SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
         span = ReadableSpan(
             name=SPAN_NAMES[op.name],
-            context=SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED),
+            context=context,
             parent=parent,
             resource=self._resource,
             attributes=attributes,

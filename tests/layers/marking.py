@@ -9,9 +9,12 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from interposer.names import EVENT_FAULT, EVENT_THROTTLE
+from interposer.names import ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, EVENT_FAULT, EVENT_THROTTLE
 from interposer.op import Op
 from interposer.pipeline import NextCall
+
+WAIT = 0.001
+LIMIT = "marking"
 
 
 class MarkingLayer:
@@ -21,5 +24,5 @@ class MarkingLayer:
             op.events = [(EVENT_FAULT, {"fuse.fault.errno": "EIO"})]
             raise OSError(errno.EIO, "injected")
         if "slow" in op.path:
-            op.events = [(EVENT_THROTTLE, {"fuse.throttle.wait_s": 0.001})]
+            op.events = [(EVENT_THROTTLE, {ATTR_THROTTLE_WAIT: WAIT, ATTR_THROTTLE_LIMIT: LIMIT})]
         return await call_next(op)

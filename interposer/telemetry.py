@@ -1,0 +1,206 @@
+"""What traces and metrics share: the resource, OTLP exporter construction, and telemetry health.
+
+Explicit configuration wins; an unset field falls back to the OpenTelemetry
+variable the SDK documents, so a mount behaves like any other OTel program.
+Telemetry is never on the I/O path: exports run in the SDK's threads, and
+their failures are counted here and logged rate-limited, never raised.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .config import ConfigError, OtlpSection
+from .names import (
+    RESOURCE_BACKING,
+    RESOURCE_MOUNTPOINT,
+    RESOURCE_VOLUME_ID,
+    SERVICE_NAME_DEFAULT,
+    SIGNAL_METRICS,
+    SIGNAL_TRACES,
+)
+
+log = logging.getLogger(__name__)
+
+_K8S_ENVIRONMENT = {
+    "k8s.pod.name": "K8S_POD_NAME",
+    "k8s.pod.uid": "K8S_POD_UID",
+    "k8s.namespace.name": "K8S_NAMESPACE_NAME",
+    "k8s.node.name": "K8S_NODE_NAME",
+}
+"""Resource attributes filled from the pod's environment (the chart sets these by the Downward API)."""
+
+_OTLP_EXPORTERS = {
+    (SIGNAL_TRACES, "grpc"): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+    (SIGNAL_TRACES, "http/protobuf"): "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+    (SIGNAL_METRICS, "grpc"): "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
+    (SIGNAL_METRICS, "http/protobuf"): "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
+}
+"""The SDK's OTLP exporter class per signal and protocol, imported only when chosen."""
+
+_SDK_LOGGERS = (
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+)
+"""Loggers through which the SDK reports every dropped span and failed export."""
+
+
+def env(*names: str) -> str | None:
+    """The first of the variables that is set and not empty."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def signal_variable(signal: str, setting: str) -> tuple[str, str]:
+    """The signal-specific and the general OTEL_EXPORTER_OTLP_* variable for a setting, in precedence order."""
+    return f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}", f"OTEL_EXPORTER_OTLP_{setting}"
+
+
+class TelemetryHealth(logging.Filter):
+    """Counts dropped spans and failed exports, and lets one SDK complaint through per interval.
+
+    Exports are counted exactly by wrapping the exporters (``CountingSpanExporter``,
+    ``CountingMetricExporter``); the queue-full drops only show in the SDK's log,
+    one line per span, which this filter counts and thins so a dead collector
+    costs a log line per interval, not a flood.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self.dropped_spans = 0
+        self.export_failures = {SIGNAL_TRACES: 0, SIGNAL_METRICS: 0}
+        self._last: dict[str, float] = {}
+
+    def install(self) -> None:
+        """Attach to the SDK's loggers; ``uninstall`` undoes it."""
+        for name in _SDK_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def uninstall(self) -> None:
+        for name in _SDK_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        if "Queue full" in message:
+            self.dropped_spans += 1
+            key = "drop"
+        elif "export" in message.lower():
+            key = "export"
+        else:
+            return True
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        self._last[key] = now
+        record.msg = f"{message} (so far: {self.dropped_spans} spans dropped, export failures: {self.export_failures})"
+        record.args = ()
+        return True
+
+
+class CountingSpanExporter(SpanExporter):
+    """Passes spans on and counts the exports that failed."""
+
+    def __init__(self, inner: SpanExporter, health: TelemetryHealth) -> None:
+        self._inner = inner
+        self._health = health
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self._health.export_failures[SIGNAL_TRACES] += 1
+        return result
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+
+class CountingMetricExporter(MetricExporter):
+    """Passes metrics on, with the inner exporter's temporality and aggregation, and counts failed exports."""
+
+    def __init__(self, inner: MetricExporter, health: TelemetryHealth) -> None:
+        super().__init__(inner._preferred_temporality, inner._preferred_aggregation)
+        self._inner = inner
+        self._health = health
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is not MetricExportResult.SUCCESS:
+            self._health.export_failures[SIGNAL_METRICS] += 1
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def otlp_exporter(signal: str, section: OtlpSection, field_prefix: str) -> tuple[Any, str]:
+    """The SDK's OTLP exporter for a signal, and a description of where it sends.
+
+    Unset endpoint and headers are left to the SDK, which reads the signal's
+    OTEL_EXPORTER_OTLP_* variables (and for HTTP appends ``/v1/<signal>`` to a
+    general endpoint); an explicit HTTP endpoint gets that path here.
+    """
+    protocol = section.protocol or env(*signal_variable(signal, "PROTOCOL")) or "grpc"
+    spec = _OTLP_EXPORTERS.get((signal, protocol))
+    if spec is None:
+        variables = " / ".join(signal_variable(signal, "PROTOCOL"))
+        raise ConfigError(
+            f"{field_prefix}.protocol (or {variables}): {protocol!r} is not supported; allowed: grpc, http/protobuf"
+        )
+    module, _, name = spec.partition(":")
+    exporter_class = getattr(importlib.import_module(module), name)
+    endpoint = section.endpoint
+    if protocol == "grpc":
+        target = endpoint or env(*signal_variable(signal, "ENDPOINT")) or "localhost:4317"
+        return exporter_class(endpoint=endpoint, headers=section.headers or None, timeout=5), f"otlp/grpc {target}"
+    if endpoint is not None and not endpoint.rstrip("/").endswith(f"/v1/{signal}"):
+        endpoint = endpoint.rstrip("/") + f"/v1/{signal}"
+    exporter = exporter_class(endpoint=endpoint, headers=section.headers or None, timeout=5)
+    return exporter, f"otlp/http {exporter._endpoint}"
+
+
+def build_resource(mountpoint: Path, backing: Path, volume_id: str | None) -> Resource:
+    """Service, instance, host, mount and (in a pod) k8s attributes; OTEL_RESOURCE_ATTRIBUTES merge in."""
+    attributes: dict[str, str] = {
+        "service.instance.id": str(uuid.uuid4()),
+        "host.name": socket.gethostname(),
+        RESOURCE_MOUNTPOINT: str(mountpoint),
+        RESOURCE_BACKING: str(backing),
+    }
+    if volume_id:
+        attributes[RESOURCE_VOLUME_ID] = volume_id
+    for attribute, variable in _K8S_ENVIRONMENT.items():
+        if os.environ.get(variable):
+            attributes[attribute] = os.environ[variable]
+    resource = Resource.create(attributes)
+    if not env("OTEL_SERVICE_NAME") and "service.name=" not in (env("OTEL_RESOURCE_ATTRIBUTES") or ""):
+        resource = resource.merge(Resource({"service.name": SERVICE_NAME_DEFAULT}))
+    return resource

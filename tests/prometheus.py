@@ -1,0 +1,94 @@
+"""A real Prometheus (Debian's package) for tests: started on loopback, scraping given targets, queried by HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .conftest import require_command
+from .otlp import free_port, wait_for_port
+
+SCRAPE_INTERVAL_MS = 500
+"""Time between scrapes: short, so a test waits for one scrape, not for minutes."""
+
+
+@dataclass
+class Prometheus:
+    """A running Prometheus and its HTTP API."""
+
+    url: str
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
+            reply = json.load(response)
+        assert reply["status"] == "success", reply
+        return reply["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's vector: each item has 'metric' (labels) and 'value' ([time, text])."""
+        result: list[dict[str, Any]] = self.api("query", query=promql)["result"]
+        return result
+
+    def value(self, promql: str) -> float | None:
+        """The single value of a query that yields at most one series."""
+        result = self.query(promql)
+        assert len(result) <= 1, f"{promql} yields {len(result)} series"
+        return float(result[0]["value"][1]) if result else None
+
+    def by(self, promql: str, label: str) -> dict[str, float]:
+        """A query's values keyed by one label."""
+        return {item["metric"].get(label, ""): float(item["value"][1]) for item in self.query(promql)}
+
+    def wait_for_scrape_after(self, moment: float, job: str, timeout: float = 30.0) -> None:
+        """Block until Prometheus holds a scrape of ``job`` that started after ``moment`` (a time.time())."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.value(f'timestamp(up{{job="{job}"}})')
+            if latest is not None and latest > moment:
+                return
+            time.sleep(SCRAPE_INTERVAL_MS / 5000)
+        raise AssertionError(f"Prometheus did not scrape {job} within {timeout}s")
+
+
+@contextmanager
+def running_prometheus(work: Path, targets: dict[str, str]) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (job -> host:port) with exemplar storage on; stopped afterwards."""
+    binary = require_command("prometheus")
+    jobs = "".join(
+        f"  - job_name: {job}\n    scrape_interval: {SCRAPE_INTERVAL_MS}ms\n    static_configs:\n"
+        f"      - targets: ['{target}']\n"
+        for job, target in targets.items()
+    )
+    config = work / "prometheus.yml"
+    config.write_text(f"global:\n  scrape_interval: {SCRAPE_INTERVAL_MS}ms\nscrape_configs:\n{jobs}")
+    port = free_port()
+    with (work / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        try:
+            wait_for_port(port)
+        except TimeoutError:
+            raise AssertionError((work / "prometheus.log").read_text()[-3000:]) from None
+        yield Prometheus(f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
