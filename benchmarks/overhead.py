@@ -10,6 +10,7 @@ import json
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -31,6 +32,28 @@ VARIANTS = {
 FLOORS = {"metrics": 0.9, "traced-100%": 0.75, "traced-1%": 0.9}
 """Throughput the variant must keep, as a share of the bare mount's."""
 MEASURED = ("rand-read-4K-1job", "create-stat-unlink", "stat")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_until_idle(mount: MountProcess, quiet: float = 0.3, timeout: float = 15.0) -> None:
+    """Let a mount finish what a run left it (span export, forgets) before the next mount is timed.
+
+    Otherwise a traced mount's export thread, still encoding the last run's
+    spans, would steal CPU from whichever variant runs next.
+    """
+    assert mount.process is not None
+    deadline = time.monotonic() + timeout
+    before = _cpu_ticks(mount.process.pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = _cpu_ticks(mount.process.pid)
+        if now == before:
+            return
+        before = now
 
 
 @click.command()
@@ -63,6 +86,7 @@ def main(quick: bool, repeats: int, output: Path) -> None:
                 for _ in range(repeats):
                     for name, mount in mounts.items():
                         runs[name].append(workload.run(Target(mount.mountpoint, mount.backing), settings))
+                        wait_until_idle(mount)
                 medians = {name: statistics.median(values) for name, values in runs.items()}
                 results[workload.name] = {name: medians[name] / medians[BASELINE] for name in VARIANTS}
                 line = "  ".join(

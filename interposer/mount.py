@@ -119,7 +119,9 @@ class Mount:
             layers.append(self.tracing_layer)
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
-            self.metrics_layer = MetricsLayer(self.metrics.meter, self.health)
+            self.metrics_layer = MetricsLayer(
+                self.metrics.meter, self.metrics.duration, self.metrics.throttle_wait, self.health
+            )
             layers.append(self.metrics_layer)
         layers += load_layers(config.extra_layers)
         self.pipeline = Pipeline(self.backend, layers)

@@ -105,6 +105,10 @@ class ReceivedPoint:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     value: float
+    temporality: str = ""
+    """'delta' or 'cumulative' for sums and histograms."""
+    start: int = 0
+    end: int = 0
     total: float = 0.0
     bounds: tuple[float, ...] = ()
     exemplar_trace_ids: tuple[str, ...] = ()
@@ -126,7 +130,9 @@ class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     kind = metric.WhichOneof("data") or ""
-                    for point in getattr(metric, kind).data_points:
+                    data = getattr(metric, kind)
+                    temporality = {1: "delta", 2: "cumulative"}.get(getattr(data, "aggregation_temporality", 0), "")
+                    for point in data.data_points:
                         attributes = {a.key: _plain(a.value) for a in point.attributes}
                         if kind == "histogram":
                             received = ReceivedPoint(
@@ -136,13 +142,26 @@ class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
                                 attributes=attributes,
                                 resource=resource,
                                 value=point.count,
+                                temporality=temporality,
+                                start=point.start_time_unix_nano,
+                                end=point.time_unix_nano,
                                 total=point.sum,
                                 bounds=tuple(point.explicit_bounds),
                                 exemplar_trace_ids=tuple(e.trace_id.hex() for e in point.exemplars),
                             )
                         else:
                             value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
-                            received = ReceivedPoint(metric.name, metric.unit, kind, attributes, resource, value)
+                            received = ReceivedPoint(
+                                metric.name,
+                                metric.unit,
+                                kind,
+                                attributes,
+                                resource,
+                                value,
+                                temporality,
+                                point.start_time_unix_nano,
+                                point.time_unix_nano,
+                            )
                         points.append(received)
         with self._lock:
             self.exports.append(points)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .conftest import require_command
+from .conftest import require_command, wait_for
 from .otlp import free_port, wait_for_port
 
 SCRAPE_INTERVAL_MS = 500
@@ -59,6 +59,14 @@ class Prometheus:
         raise AssertionError(f"Prometheus did not scrape {job} within {timeout}s")
 
 
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:  # refused, or 503 while the storage opens
+        return False
+
+
 @contextmanager
 def running_prometheus(work: Path, targets: dict[str, str]) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (job -> host:port) with exemplar storage on; stopped afterwards."""
@@ -83,12 +91,14 @@ def running_prometheus(work: Path, targets: dict[str, str]) -> Iterator[Promethe
             stdout=log,
             stderr=log,
         )
+    url = f"http://127.0.0.1:{port}"
     try:
         try:
             wait_for_port(port)
-        except TimeoutError:
+            wait_for(lambda: _ready(url), timeout=30, what="Prometheus to be ready (its storage open)")
+        except (TimeoutError, AssertionError):
             raise AssertionError((work / "prometheus.log").read_text()[-3000:]) from None
-        yield Prometheus(f"http://127.0.0.1:{port}")
+        yield Prometheus(url)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1,7 +1,7 @@
 """The Prometheus scrape endpoint, with exemplars on histogram buckets.
 
-opentelemetry-exporter-prometheus translates names and types but drops the
-exemplars the SDK collects.  This reader keeps them: it notes each
+opentelemetry-exporter-prometheus translates names and types but drops
+exemplars.  This reader keeps them: it notes each
 histogram bucket's exemplar as the SDK hands over its data, and the
 endpoint's collector attaches them to the translated ``_bucket`` samples, so
 an OpenMetrics scrape (what Prometheus asks for) carries the trace id of a
@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 
 from ..config import ConfigError
+from .histogram import HistogramSource
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,17 @@ _LabelKey = frozenset[tuple[str, str]]
 
 
 class ExemplarPrometheusReader(PrometheusMetricReader):
-    """The SDK's Prometheus reader, remembering the newest exemplar of every histogram bucket."""
+    """The SDK's Prometheus reader, with the request histograms added and their exemplars remembered."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: HistogramSource) -> None:
         self.translated = CollectorRegistry(auto_describe=False)
         super().__init__(scope_info_enabled=False, registry=self.translated)
         self.exemplars: dict[str, dict[_LabelKey, dict[str, Exemplar]]] = {}
+        self._source = source
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         if metrics_data is not None:
+            metrics_data = self._source.added_to(metrics_data, None)
             for resource_metrics in metrics_data.resource_metrics:
                 for scope_metrics in resource_metrics.scope_metrics:
                     for metric in scope_metrics.metrics:
@@ -106,8 +109,8 @@ class ExemplarCollector:
 class PrometheusEndpoint:
     """The HTTP server Prometheus scrapes, on a loopback address unless configured otherwise."""
 
-    def __init__(self, host: str, port: int, *, port_is_default: bool) -> None:
-        self.reader = ExemplarPrometheusReader()
+    def __init__(self, source: HistogramSource, host: str, port: int, *, port_is_default: bool) -> None:
+        self.reader = ExemplarPrometheusReader(source)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ExemplarCollector(self.reader))
         self._server, self._thread = self._listen(registry, host, port, port_is_default)
