@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +16,18 @@ import pytest
 from interposer.control import runtime_path_for
 from interposer.mounts import is_stale, mount_at, unmount
 from interposer.process import MountProcess
+
+
+def interposer(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a user would; ``env`` adds variables to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "interposer", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def require(condition: bool, what: str) -> None:

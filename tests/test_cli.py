@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +13,7 @@ from interposer.config import InterposerConfig
 from interposer.mounts import is_stale, mount_at
 from interposer.process import MountProcess
 
-from .conftest import MountFactory, require_fuse, wait_for
-
-
-def interposer(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "interposer", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+from .conftest import MountFactory, interposer, require_fuse, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -154,14 +146,7 @@ def test_bad_flag_names_the_flag(scratch: Path) -> None:
 def test_bad_standard_otel_variable_is_named(scratch: Path, variables: dict[str, str], expected: str) -> None:
     (scratch / "b").mkdir()
     (scratch / "m").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "interposer", "mount", str(scratch / "b"), str(scratch / "m")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, **variables},
-    )
+    result = interposer("mount", str(scratch / "b"), str(scratch / "m"), env=variables)
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

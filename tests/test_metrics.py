@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -41,10 +38,11 @@ from interposer.names import (
     InstrumentKind,
     OpName,
 )
+from interposer.process import MountProcess
 from interposer.tracing.search import load_spans
 
 from . import scripted_io
-from .conftest import MountFactory, wait_for
+from .conftest import MountFactory, interposer, wait_for
 from .layers import marking
 from .otlp import Collector, ReceivedPoint, free_port, run_collector
 from .prometheus import running_prometheus
@@ -58,16 +56,24 @@ def collector(scratch: Path) -> Iterator[Collector]:
     yield from run_collector(scratch)
 
 
+def scripted_mount(
+    mount_factory: MountFactory, scratch: Path, settings: str, env: dict[str, str] | None = None
+) -> MountProcess:
+    """A mount configured for the scripted workload, plus the test's own YAML ``settings``."""
+    config = scratch / "config.yaml"
+    config.write_text(scripted_io.MOUNT_CONFIG + settings)
+    return mount_factory(args=["--config", str(config)], env=env)
+
+
 def test_prometheus_scrape_gives_exact_values(mount_factory: MountFactory, scratch: Path) -> None:
     port = free_port()
     span_file = scratch / "spans.jsonl"
-    config = scratch / "config.yaml"
-    config.write_text(
-        scripted_io.MOUNT_CONFIG
-        + f"metrics:\n  exporters: [prometheus]\n  prometheus_port: {port}\n"
-        + f"tracing:\n  file: {span_file}\n  export_delay: 0.1\n"
+    mount = scripted_mount(
+        mount_factory,
+        scratch,
+        f"metrics:\n  exporters: [prometheus]\n  prometheus_port: {port}\n"
+        f"tracing:\n  file: {span_file}\n  export_delay: 0.1\n",
     )
-    mount = mount_factory(args=["--config", str(config)])
     with running_prometheus(scratch, {"interposer": f"127.0.0.1:{port}"}) as prometheus:
         handles = HANDLES_OPEN.series()
         prometheus.wait_for_scrape_after(time.time(), "interposer")
@@ -156,13 +162,12 @@ def test_otlp_through_rotel_gives_exact_values_and_agrees_with_spans(
     """One push at unmount (the interval is an hour), so the receiver holds the final numbers; spans agree."""
     span_file = scratch / "spans.jsonl"
     endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
-    config = scratch / "config.yaml"
-    config.write_text(
-        scripted_io.MOUNT_CONFIG
-        + f"metrics:\n  exporters: [otlp]\n  endpoint: {endpoint}\n  protocol: {protocol}\n  export_interval: 3600\n"
-        + f"tracing:\n  file: {span_file}\n  sample_ratio: 1\n"
+    mount = scripted_mount(
+        mount_factory,
+        scratch,
+        f"metrics:\n  exporters: [otlp]\n  endpoint: {endpoint}\n  protocol: {protocol}\n  export_interval: 3600\n"
+        f"tracing:\n  file: {span_file}\n  sample_ratio: 1\n",
     )
-    mount = mount_factory(args=["--config", str(config)])
     expected = scripted_io.run(mount.mountpoint, lambda: None)
     wait_for(lambda: mount.status()["open_files"] == 0, what="the kernel to release every handle")
     assert mount.stop() == 0
@@ -251,13 +256,8 @@ def test_default_port_taken_falls_back_but_a_chosen_port_taken_is_an_error(
         taken = occupier.getsockname()[1]
         (scratch / "b").mkdir()
         (scratch / "m").mkdir()
-        refused = subprocess.run(
-            [sys.executable, "-m", "interposer", "mount", str(scratch / "b"), str(scratch / "m")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            env={**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(taken)},
+        refused = interposer(
+            "mount", str(scratch / "b"), str(scratch / "m"), env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(taken)}
         )
         assert refused.returncode == 2
         assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in refused.stderr
@@ -281,10 +281,10 @@ def test_delta_temporality_pushes_add_up_to_the_exact_totals(
     mount_factory: MountFactory, collector: Collector, scratch: Path
 ) -> None:
     """With delta temporality (the OTLP exporter's preference variable), successive pushes sum to the totals."""
-    config = scratch / "config.yaml"
-    config.write_text(scripted_io.MOUNT_CONFIG + "tracing:\n  enabled: false\n")
-    mount = mount_factory(
-        args=["--config", str(config)],
+    mount = scripted_mount(
+        mount_factory,
+        scratch,
+        "tracing:\n  enabled: false\n",
         env={
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": collector.grpc_endpoint,
             "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
