@@ -16,10 +16,11 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import CacheConfig, ConfigError, load_config
+from .config import CacheConfig, ConfigError, load_config, read_config_file
 from .control import request, socket_path_for
 from .mounts import is_stale, mount_at, unmount
 from .names import OpName
+from .runtime import LAYER_ORDER
 
 _CACHE_FLAGS = {f"cache.{name}": "--" + name.replace("_", "-") for name in CacheConfig.model_fields}
 
@@ -100,20 +101,60 @@ def unmount_command(mountpoint: Path, force: bool) -> None:
         _fail(f"{exc.strerror}; --force detaches a busy mount")
 
 
-@main.command()
+@main.group()
 @click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
-@click.argument("command", type=click.Choice(["status"]))
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), help="Control socket, if not the default.")
-def ctl(mountpoint: Path, command: str, socket_path: Path | None) -> None:
-    """Talk to a running mount through its control socket."""
-    path = socket_path or socket_path_for(mountpoint)
+@click.pass_context
+def ctl(context: click.Context, mountpoint: Path, socket_path: Path | None) -> None:
+    """Talk to a running mount through its control socket: ctl MOUNTPOINT COMMAND."""
+    context.obj = (mountpoint, socket_path or socket_path_for(mountpoint))
+
+
+def _ask(context: click.Context, payload: dict[str, Any]) -> dict[str, Any]:
+    mountpoint, path = context.obj
     try:
-        reply = request(path, {"command": command})
+        reply = request(path, payload)
     except OSError as exc:
         _fail(f"cannot reach the control socket {path} of {mountpoint}: {exc.strerror or exc}")
     if not reply.get("ok"):
         _fail(str(reply.get("error")))
-    click.echo(json.dumps(reply, indent=2))
+    return reply
+
+
+@ctl.command(name="status")
+@click.pass_context
+def ctl_status(context: click.Context) -> None:
+    """The mount's state, active config, and fault and throttle counters."""
+    click.echo(json.dumps(_ask(context, {"command": "status"}), indent=2))
+
+
+@ctl.command(name="set")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.pass_context
+def ctl_set(context: click.Context, file: Path) -> None:
+    """Replace the faults and/or throttle sections with those in a YAML FILE, atomically."""
+    try:
+        sections = read_config_file(file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    reply = _ask(context, {"command": "configure", "sections": sections})
+    click.echo(json.dumps({name: reply["config"][name] for name in sections}, indent=2))
+
+
+@ctl.command(name="enable")
+@click.argument("layer", type=click.Choice(LAYER_ORDER))
+@click.pass_context
+def ctl_enable(context: click.Context, layer: str) -> None:
+    """Switch a layer on."""
+    click.echo(json.dumps(_ask(context, {"command": "layer", "name": layer, "enabled": True})["layers"]))
+
+
+@ctl.command(name="disable")
+@click.argument("layer", type=click.Choice(LAYER_ORDER))
+@click.pass_context
+def ctl_disable(context: click.Context, layer: str) -> None:
+    """Switch a layer off (its settings are kept)."""
+    click.echo(json.dumps(_ask(context, {"command": "layer", "name": layer, "enabled": False})["layers"]))
 
 
 @main.command()

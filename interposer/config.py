@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import importlib
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from .faults.model import FaultsConfig
+from .section import Section
+from .throttle.model import ThrottleConfig
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -23,11 +28,7 @@ class ConfigError(ValueError):
     """A configuration was rejected; the message lists every bad field."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CacheConfig(_Section):
+class CacheConfig(Section):
     """Kernel caching.  Caching hides requests from the layers: fewer spans, faster I/O.
 
     The defaults were chosen by measurement (docs/performance.md): one second of
@@ -46,7 +47,7 @@ class CacheConfig(_Section):
     direct_io: bool = Field(False, description="Bypass the page cache for every file.")
 
 
-class FuseConfig(_Section):
+class FuseConfig(Section):
     """How the file system is mounted and served."""
 
     allow_other: bool = Field(True, description="Let users other than the mounting one use the mount.")
@@ -54,7 +55,7 @@ class FuseConfig(_Section):
     fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
 
 
-class BackendConfig(_Section):
+class BackendConfig(Section):
     """Where the data lives."""
 
     max_inode_fds: int | None = Field(
@@ -64,7 +65,7 @@ class BackendConfig(_Section):
     )
 
 
-class OtlpSection(_Section):
+class OtlpSection(Section):
     """Where a signal goes over OTLP.  Unset values fall back to the standard OTEL_EXPORTER_OTLP_* variables."""
 
     endpoint: str | None = Field(None, description="OTLP endpoint; unset: OTEL_EXPORTER_OTLP_(<SIGNAL>_)ENDPOINT.")
@@ -131,13 +132,13 @@ class MetricsConfig(OtlpSection):
     )
 
 
-class ControlConfig(_Section):
+class ControlConfig(Section):
     """The control socket of a running mount."""
 
     socket: Path | None = Field(None, description="Unix socket path; derived from the mountpoint when unset.")
 
 
-class InterposerConfig(_Section):
+class InterposerConfig(Section):
     """Everything one mount is configured with."""
 
     cache: CacheConfig = CacheConfig()
@@ -145,6 +146,8 @@ class InterposerConfig(_Section):
     backend: BackendConfig = BackendConfig()
     tracing: TracingConfig = TracingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
+    faults: FaultsConfig = FaultsConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
         (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
@@ -167,14 +170,24 @@ class InterposerConfig(_Section):
         return value
 
 
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The models a field holds: itself, or inside Optional, a tuple or a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for argument in typing.get_args(annotation) for model in _models_in(argument)]
+
+
 def _section_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model at a validation error's location, so an unknown key can be answered with the allowed ones."""
     model: type[BaseModel] = InterposerConfig
     for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = None if field is None else field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(part, int):
+            continue  # an index into a list of models
+        field = model.model_fields.get(part)
+        models = [] if field is None else _models_in(field.annotation)
+        if len(models) != 1:
             return None
-        model = annotation
+        model = models[0]
     return model
 
 

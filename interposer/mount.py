@@ -15,7 +15,7 @@ import trio
 
 from . import syscalls
 from .adapter import InterposerFS
-from .config import InterposerConfig
+from .config import ConfigError, InterposerConfig
 from .control import ControlServer, runtime_path_for, socket_path_for
 from .metrics.layer import MetricsLayer
 from .metrics.setup import MetricsSetup, build_metrics
@@ -23,6 +23,7 @@ from .mounts import is_stale, mount_at, unmount
 from .names import SIGNAL_METRICS, SIGNAL_TRACES
 from .passthrough import PassthroughBackend
 from .pipeline import Layer, Pipeline
+from .runtime import LayerStack
 from .telemetry import TelemetryHealth, build_resource
 from .tracing.layer import TracingLayer
 from .tracing.setup import TracingSetup, build_tracing
@@ -112,19 +113,19 @@ class Mount:
         self.tracing_layer: TracingLayer | None = None
         self.metrics: MetricsSetup | None = None
         self.metrics_layer: MetricsLayer | None = None
-        layers: list[Layer] = []
+        observers: dict[str, Layer] = {}
         if config.tracing.enabled:
             self.tracing = build_tracing(config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), self.health)
             self.tracing_layer = TracingLayer(self.tracing.processor, resource, config.tracing, self.tracing.ratio)
-            layers.append(self.tracing_layer)
+            observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
             self.metrics_layer = MetricsLayer(
                 self.metrics.meter, self.metrics.duration, self.metrics.throttle_wait, self.health
             )
-            layers.append(self.metrics_layer)
-        layers += load_layers(config.extra_layers)
-        self.pipeline = Pipeline(self.backend, layers)
+            observers["metrics"] = self.metrics_layer
+        self.pipeline = Pipeline(self.backend)
+        self.layers = LayerStack(self.pipeline, config, observers, load_layers(config.extra_layers))
         self.fs = InterposerFS(
             self.pipeline,
             self.backend,
@@ -132,8 +133,25 @@ class Mount:
             writeback_cache=config.cache.writeback_cache,
         )
         self.control = ControlServer(
-            config.control.socket or socket_path_for(self.mountpoint), {"status": self._status}
+            config.control.socket or socket_path_for(self.mountpoint),
+            {"status": self._status, "configure": self._configure, "layer": self._switch},
         )
+
+    async def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
+        sections = request.get("sections")
+        if not isinstance(sections, dict):
+            raise ConfigError("configure needs 'sections': a mapping of faults and/or throttle settings")
+        config = self.layers.replace_sections(sections)
+        log.info("reconfigured %s", ", ".join(sorted(sections)))
+        return {"config": config.model_dump(mode="json")}
+
+    async def _switch(self, request: dict[str, Any]) -> dict[str, Any]:
+        name, enabled = request.get("name"), request.get("enabled")
+        if not isinstance(name, str) or not isinstance(enabled, bool):
+            raise ConfigError("layer needs 'name' (a layer) and 'enabled' (true or false)")
+        self.layers.switch(name, enabled)
+        log.info("layer %s switched %s", name, "on" if enabled else "off")
+        return self.layers.status()
 
     async def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -147,7 +165,8 @@ class Mount:
             "internal_errors": self.fs.internal_errors,
             "tracing": self._tracing_status(),
             "metrics": self._metrics_status(),
-            "config": self.config.model_dump(mode="json"),
+            **self.layers.status(),
+            "config": self.layers.config.model_dump(mode="json"),
         }
 
     def _tracing_status(self) -> dict[str, Any] | None:

@@ -114,6 +114,14 @@ RESOURCE_BACKING = "fuse.backing"
 RESOURCE_VOLUME_ID = "fuse.volume.id"
 SERVICE_NAME_DEFAULT = "cnfs-interposer"
 
+ATTR_FAULT_RULE = "fuse.fault.rule"
+ATTR_FAULT_ERRNO = "fuse.fault.errno"
+ATTR_FAULT_DELAY = "fuse.fault.delay"
+ATTR_FAULT_OFFSET = "fuse.fault.offset"
+ATTR_FAULT_BYTES = "fuse.fault.bytes"
+"""On an EVENT_FAULT event (besides fuse.fault.type): the rule, and the errno, delay in seconds, offset of
+corrupted bytes, or bytes a short call moved."""
+
 ATTR_THROTTLE_WAIT = "fuse.throttle.wait"
 """On an EVENT_THROTTLE event: the seconds the request waited."""
 ATTR_THROTTLE_LIMIT = "fuse.throttle.limit"

@@ -32,7 +32,7 @@ import errno
 import random
 import time
 import traceback
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Any
 
 import trio
@@ -79,6 +79,7 @@ from ..names import (
 )
 from ..op import Op
 from ..pipeline import NextCall
+from ..processes import ProcessNames
 
 _DELETED_SUFFIX = " (deleted)"
 _SIZED = frozenset({OpName.READ, OpName.WRITE, OpName.SETATTR, OpName.SETXATTR, OpName.READDIR})
@@ -86,29 +87,6 @@ _RENAMING = frozenset({OpName.RENAME, OpName.LINK})
 _FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
-
-
-class ProcessNames:
-    """pid -> command name, read once from /proc and kept in a bounded LRU."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._names: OrderedDict[int, str] = OrderedDict()
-        self._capacity = capacity
-
-    def __getitem__(self, pid: int) -> str:
-        name = self._names.get(pid)
-        if name is not None:
-            self._names.move_to_end(pid)
-            return name
-        try:
-            with open(f"/proc/{pid}/comm") as handle:
-                name = handle.read().strip()
-        except OSError:
-            name = "" if pid else "kernel"
-        self._names[pid] = name
-        if len(self._names) > self._capacity:
-            self._names.popitem(last=False)
-        return name
 
 
 class Group:

@@ -49,6 +49,8 @@ class SpanRecord:
     attributes: dict[str, Any]
     error: bool
     events: list[str] = field(default_factory=list)
+    event_attributes: list[dict[str, Any]] = field(default_factory=list)
+    """Each event's attributes, in the order of ``events``."""
 
     @property
     def duration_ms(self) -> float:
@@ -93,6 +95,10 @@ def load_spans(path: Path) -> list[SpanRecord]:
                             attributes={a["key"]: _value(a["value"]) for a in span.get("attributes", [])},
                             error=span.get("status", {}).get("code") == _STATUS_ERROR,
                             events=[event["name"] for event in span.get("events", [])],
+                            event_attributes=[
+                                {a["key"]: _value(a["value"]) for a in event.get("attributes", [])}
+                                for event in span.get("events", [])
+                            ],
                         )
                     )
     spans.sort(key=lambda record: record.start_ns)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from interposer.names import ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, EVENT_FAULT, EVENT_THROTTLE
+from interposer.names import ATTR_FAULT_ERRNO, ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, EVENT_FAULT, EVENT_THROTTLE
 from interposer.op import Op
 from interposer.pipeline import NextCall
 
@@ -21,7 +21,7 @@ class MarkingLayer:
     async def __call__(self, op: Op, call_next: NextCall) -> Any:
         if "flaky" in op.path:
             op.fault = "errno"
-            op.events = [(EVENT_FAULT, {"fuse.fault.errno": "EIO"})]
+            op.events = [(EVENT_FAULT, {ATTR_FAULT_ERRNO: "EIO"})]
             raise OSError(errno.EIO, "injected")
         if "slow" in op.path:
             op.events = [(EVENT_THROTTLE, {ATTR_THROTTLE_WAIT: WAIT, ATTR_THROTTLE_LIMIT: LIMIT})]

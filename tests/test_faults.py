@@ -1,0 +1,346 @@
+"""Fault rules and throttling on real mounts: where rules fire, determinism, distributions, isolation, control."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from interposer.names import ATTR_FAULT_DELAY, EVENT_FAULT
+from interposer.process import MountProcess
+from interposer.tracing.search import load_spans
+
+from .conftest import MountFactory, interposer, wait_for
+
+
+def mount_with(mount_factory: MountFactory, scratch: Path, config: dict[str, object]) -> MountProcess:
+    path = scratch / f"config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return mount_factory(args=["--config", str(path)])
+
+
+def outcome(call: Callable[[], object]) -> str:
+    """'ok' or the errno symbol the call failed with."""
+    try:
+        call()
+    except OSError as exc:
+        return errno.errorcode[exc.errno or 0]
+    return "ok"
+
+
+def open_close(path: Path) -> None:
+    os.close(os.open(path, os.O_RDONLY))
+
+
+def read_at_start(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+
+
+def test_a_rule_fires_exactly_where_its_match_says(mount_factory: MountFactory, scratch: Path) -> None:
+    rule = {
+        "name": "db-opens",
+        "match": {"operations": ["open"], "paths": ["/data/*.db"], "after_calls": 1, "max_count": 2},
+        "action": {"errno": "EACCES"},
+    }
+    mount = mount_with(mount_factory, scratch, {"faults": {"rules": [rule]}})
+    data = mount.mountpoint / "data"
+    data.mkdir()
+    for name in ("a.db", "b.db", "c.txt"):
+        (mount.backing / "data" / name).write_bytes(b"x")
+    sequence = ["a.db", "b.db", "c.txt", "a.db", "b.db", "a.db"]
+    results = [outcome(functools.partial(open_close, data / name)) for name in sequence]
+    # The first matching open passes (after_calls), the next two fail (max_count), the rest pass;
+    # c.txt never matches.
+    assert results == ["ok", "EACCES", "ok", "EACCES", "ok", "ok"]
+    assert mount.status()["faults"] == [{"rule": "db-opens", "matched": 5, "fired": 2}]
+
+
+def test_every_nth_and_default_errnos(mount_factory: MountFactory, scratch: Path) -> None:
+    rules = [
+        {"match": {"operations": ["read"], "every_nth": 3}, "action": {"errno": "default"}},
+        {"match": {"operations": ["write"]}, "action": {"errno": "default"}},
+    ]
+    mount = mount_with(mount_factory, scratch, {"faults": {"rules": rules}, "cache": {"direct_io": True}})
+    (mount.backing / "file").write_bytes(b"x" * 4096)
+    fd = os.open(mount.mountpoint / "file", os.O_RDWR)
+    try:
+        reads = [outcome(lambda: os.pread(fd, 100, 0)) for _ in range(9)]
+        writes = {outcome(lambda: os.pwrite(fd, b"y", 0)) for _ in range(40)}
+    finally:
+        os.close(fd)
+    assert reads == ["ok", "ok", "EIO"] * 3
+    assert writes == {"ENOSPC", "EDQUOT"}  # weighted 3:1, both drawn in 40 tries
+
+
+def probabilistic_outcomes(mount_factory: MountFactory, scratch: Path, seed: int) -> list[str]:
+    rule = {"match": {"operations": ["read"], "probability": 0.5}, "action": {"errno": {"EIO": 1, "ENOSPC": 1}}}
+    mount = mount_with(
+        mount_factory, scratch, {"faults": {"seed": seed, "rules": [rule]}, "cache": {"direct_io": True}}
+    )
+    (mount.backing / "file").write_bytes(b"x" * 4096)
+    fd = os.open(mount.mountpoint / "file", os.O_RDONLY)
+    try:
+        return [outcome(lambda: os.pread(fd, 100, 0)) for _ in range(300)]
+    finally:
+        os.close(fd)
+
+
+def test_the_same_seed_gives_the_same_faults(mount_factory: MountFactory, scratch: Path) -> None:
+    first = probabilistic_outcomes(mount_factory, scratch, seed=7)
+    again = probabilistic_outcomes(mount_factory, scratch, seed=7)
+    other = probabilistic_outcomes(mount_factory, scratch, seed=8)
+    assert first == again
+    assert first != other
+    failures = sum(result != "ok" for result in first)
+    assert 120 <= failures <= 180  # p = 0.5 of 300: far outside 5 standard deviations otherwise
+    assert {result for result in first if result != "ok"} == {"EIO", "ENOSPC"}
+
+
+def _exponential_cdf(mean: float) -> Callable[[float], float]:
+    return lambda x: 1 - math.exp(-x / mean)
+
+
+def _uniform_cdf(low: float, high: float) -> Callable[[float], float]:
+    return lambda x: min(1.0, max(0.0, (x - low) / (high - low)))
+
+
+def _normal_cdf(mean: float, stddev: float) -> Callable[[float], float]:
+    return lambda x: 0.5 * (1 + math.erf((x - mean) / (stddev * math.sqrt(2))))
+
+
+def _pareto_cdf(scale: float, shape: float) -> Callable[[float], float]:
+    return lambda x: 0.0 if x < scale else 1 - (scale / x) ** shape
+
+
+@pytest.mark.parametrize(
+    ("latency", "cdf"),
+    [
+        ({"kind": "exponential", "mean": 0.002}, _exponential_cdf(0.002)),
+        ({"kind": "uniform", "low": 0.001, "high": 0.004}, _uniform_cdf(0.001, 0.004)),
+        ({"kind": "normal", "mean": 0.004, "stddev": 0.001}, _normal_cdf(0.004, 0.001)),
+        ({"kind": "pareto", "scale": 0.001, "shape": 3}, _pareto_cdf(0.001, 3)),
+    ],
+)
+def test_latency_follows_its_distribution(
+    mount_factory: MountFactory, scratch: Path, latency: dict[str, object], cdf: Callable[[float], float]
+) -> None:
+    """Kolmogorov-Smirnov on the injected delays, and every request took at least its delay."""
+    span_file = scratch / "spans.jsonl"
+    config = {
+        "faults": {"seed": 3, "rules": [{"match": {"operations": ["read"]}, "action": {"latency": latency}}]},
+        "cache": {"direct_io": True},
+        "tracing": {"file": str(span_file), "export_delay": 0.1},
+    }
+    mount = mount_with(mount_factory, scratch, config)
+    (mount.backing / "file").write_bytes(b"x" * 4096)
+    count = 300
+    fd = os.open(mount.mountpoint / "file", os.O_RDONLY)
+    try:
+        for _ in range(count):
+            os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+
+    def delayed() -> list[tuple[float, float]]:
+        pairs = []
+        for span in load_spans(span_file) if span_file.exists() else []:
+            for name, attributes in zip(span.events, span.event_attributes, strict=True):
+                if name == EVENT_FAULT and ATTR_FAULT_DELAY in attributes:
+                    pairs.append((attributes[ATTR_FAULT_DELAY], (span.end_ns - span.start_ns) / 1e9))
+        return pairs
+
+    wait_for(lambda: len(delayed()) == count, what="every delayed read's span")
+    pairs = delayed()
+    assert all(took >= delay for delay, took in pairs)
+    delays = sorted(delay for delay, _ in pairs)
+    statistic = max(
+        max(abs((index + 1) / count - cdf(value)), abs(index / count - cdf(value)))
+        for index, value in enumerate(delays)
+    )
+    assert statistic < 1.36 / math.sqrt(count), f"KS statistic {statistic:.3f}"
+
+
+def test_a_delayed_request_never_blocks_another(mount_factory: MountFactory, scratch: Path) -> None:
+    rule = {"match": {"paths": ["/slow/*"]}, "action": {"latency": {"kind": "fixed", "seconds": 2.0}}}
+    mount = mount_with(mount_factory, scratch, {"faults": {"rules": [rule]}})
+    (mount.backing / "slow").mkdir()
+    (mount.backing / "slow" / "file").write_bytes(b"x")
+    (mount.backing / "fast").write_bytes(b"y" * 4096)
+    slow_took: list[float] = []
+
+    def slow() -> None:
+        started = time.monotonic()
+        (mount.mountpoint / "slow" / "file").read_bytes()
+        slow_took.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    wait_for(lambda: mount.status()["faults"][0]["fired"] >= 1, what="the slow request to be delayed")
+    started = time.monotonic()
+    for index in range(50):
+        (mount.mountpoint / "fast").read_bytes()
+        (mount.mountpoint / f"new-{index}").write_bytes(b"z")
+    fast_took = time.monotonic() - started
+    assert thread.is_alive(), "the slow request finished before the fast ones were done"
+    thread.join()
+    assert fast_took < 1.0
+    assert slow_took[0] >= 2.0
+
+
+def test_corruption_is_caught_by_checksums(mount_factory: MountFactory, scratch: Path) -> None:
+    rules = [
+        {"match": {"paths": ["/on-read"], "operations": ["read"]}, "action": {"corrupt": {"on": "read"}}},
+        {
+            "match": {"paths": ["/on-write"], "operations": ["write"]},
+            "action": {"corrupt": {"on": "write", "mode": "random", "max_bytes": 16}},
+        },
+    ]
+    mount = mount_with(mount_factory, scratch, {"faults": {"rules": rules}, "cache": {"direct_io": True}})
+    payload = os.urandom(256 * 1024)
+    digest = hashlib.sha256(payload).hexdigest()
+    (mount.backing / "on-read").write_bytes(payload)
+    assert hashlib.sha256((mount.mountpoint / "on-read").read_bytes()).hexdigest() != digest
+    assert hashlib.sha256((mount.backing / "on-read").read_bytes()).hexdigest() == digest  # the disk is intact
+    (mount.mountpoint / "on-write").write_bytes(payload)
+    on_disk = (mount.backing / "on-write").read_bytes()
+    assert len(on_disk) == len(payload)
+    assert hashlib.sha256(on_disk).hexdigest() != digest
+    assert sum(a != b for a, b in zip(on_disk, payload, strict=True)) <= 16 * (len(payload) // 4096 + 1)
+
+
+def test_short_reads_and_writes_and_attribute_overrides(mount_factory: MountFactory, scratch: Path) -> None:
+    rules = [
+        {"match": {"paths": ["/short"], "operations": ["read", "write"]}, "action": {"short": 0.25}},
+        {"match": {"paths": ["/liar"]}, "action": {"attributes": {"size": 12345, "mode": 0o600, "mtime": 1e9}}},
+    ]
+    mount = mount_with(mount_factory, scratch, {"faults": {"rules": rules}, "cache": {"direct_io": True}})
+    (mount.backing / "short").write_bytes(b"s" * 8192)
+    fd = os.open(mount.mountpoint / "short", os.O_RDWR)
+    try:
+        assert len(os.pread(fd, 8000, 0)) == 2000
+        assert os.pwrite(fd, b"w" * 4000, 0) == 1000
+    finally:
+        os.close(fd)
+    (mount.backing / "liar").write_bytes(b"tiny")
+    seen = os.stat(mount.mountpoint / "liar")
+    assert (seen.st_size, seen.st_mode & 0o7777, seen.st_mtime) == (12345, 0o600, 1e9)
+
+
+def test_control_changes_behaviour_mid_run(mount_factory: MountFactory, scratch: Path) -> None:
+    mount = mount_factory(args=["--direct-io"])
+    (mount.backing / "file").write_bytes(b"x" * 100)
+    path = mount.mountpoint / "file"
+    assert outcome(path.read_bytes) == "ok"
+    rules = scratch / "rules.yaml"
+    rules.write_text(
+        yaml.safe_dump({"faults": {"rules": [{"match": {"operations": ["read"]}, "action": {"errno": "EIO"}}]}})
+    )
+    mountpoint = str(mount.mountpoint)
+    assert interposer("ctl", mountpoint, "set", str(rules)).returncode == 0
+    assert outcome(path.read_bytes) == "EIO"
+    assert interposer("ctl", mountpoint, "disable", "faults").returncode == 0
+    assert outcome(path.read_bytes) == "ok"
+    assert mount.status()["layers"]["faults"] == "off"
+    assert interposer("ctl", mountpoint, "enable", "faults").returncode == 0
+    assert outcome(path.read_bytes) == "EIO"
+
+    bad = scratch / "bad.yaml"
+    bad.write_text("faults:\n  rules:\n    - action: {errno: EWHAT}\nthrottle:\n  read_iops: {rate: 0}\n")
+    refused = interposer("ctl", mountpoint, "set", str(bad))
+    assert refused.returncode == 2
+    assert "faults.rules.0.action.errno" in refused.stderr
+    assert "throttle.read_iops.rate" in refused.stderr
+    assert outcome(path.read_bytes) == "EIO"  # nothing of the bad change applied
+    cache = scratch / "cache.yaml"
+    cache.write_text("cache:\n  direct_io: false\n")
+    refused = interposer("ctl", mountpoint, "set", str(cache))
+    assert "cache: cannot change while mounted; allowed: faults, throttle" in refused.stderr
+
+    throttle = scratch / "throttle.yaml"
+    throttle.write_text("faults: {rules: []}\nthrottle:\n  mode: fail\n  read_iops: {rate: 1, burst: 1}\n")
+    assert interposer("ctl", mountpoint, "set", str(throttle)).returncode == 0
+    read_once = functools.partial(read_at_start, path)  # Python's read_bytes() hides EAGAIN
+    assert [outcome(read_once) for _ in range(2)] == ["ok", "EAGAIN"]
+    status = mount.status()
+    assert status["layers"] == {"tracing": "on", "metrics": "on", "throttle": "on", "faults": "absent"}
+    assert status["throttle"]["rejected"] == 1
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_throttle_holds_the_rate_within_ten_percent(mount_factory: MountFactory, scratch: Path, direction: str) -> None:
+    rate = 4 << 20
+    config = {
+        "throttle": {f"{direction}_bytes": {"rate": rate, "burst": 128 << 10}},
+        "cache": {"direct_io": True},
+    }
+    mount = mount_with(mount_factory, scratch, config)
+    chunk = 128 << 10
+    total = 4 * rate  # about four seconds at the limit
+    (mount.backing / "file").write_bytes(bytes(total))
+    fd = os.open(mount.mountpoint / "file", os.O_RDWR)
+    try:
+        started = time.monotonic()
+        for offset in range(0, total, chunk):
+            if direction == "read":
+                assert len(os.pread(fd, chunk, offset)) == chunk
+            else:
+                assert os.pwrite(fd, bytes(chunk), offset) == chunk
+        took = time.monotonic() - started
+    finally:
+        os.close(fd)
+    achieved = (total - chunk) / took  # the first chunk rides on the burst
+    assert abs(achieved - rate) / rate < 0.10, f"{achieved / rate:.3f} of the limit"
+    waited = mount.status()["throttle"]["limits"][f"{direction}_bytes"]
+    assert waited["waits"] >= total // chunk - 2
+
+
+def queued(mount: MountProcess, count: int) -> bool:
+    """Whether at least ``count`` reads have waited for the read IOPS limit."""
+    waits: int = mount.status()["throttle"]["limits"]["read_iops"]["waits"]
+    return waits >= count
+
+
+def test_throttled_waiters_are_served_in_order_and_do_not_stall_others(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    config = {"throttle": {"read_iops": {"rate": 5, "burst": 1}}, "cache": {"direct_io": True}}
+    mount = mount_with(mount_factory, scratch, config)
+    for index in range(6):
+        (mount.backing / f"f{index}").write_bytes(b"x")
+    finished: list[int] = []
+    descriptors = [os.open(mount.mountpoint / f"f{index}", os.O_RDONLY) for index in range(6)]
+    try:
+        threads = []
+
+        def read(index: int, fd: int) -> None:
+            os.pread(fd, 1, 0)
+            finished.append(index)
+
+        for index, fd in enumerate(descriptors):
+            thread = threading.Thread(target=read, args=(index, fd))
+            thread.start()
+            threads.append(thread)
+            wait_for(functools.partial(queued, mount, index), what=f"read {index} to queue")
+        started = time.monotonic()
+        for index in range(20):
+            (mount.mountpoint / f"meta-{index}").write_bytes(b"")  # no read: not throttled
+        assert time.monotonic() - started < 0.5
+        for thread in threads:
+            thread.join()
+    finally:
+        for fd in descriptors:
+            os.close(fd)
+    assert finished == sorted(finished)
