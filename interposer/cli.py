@@ -141,6 +141,13 @@ def ctl_set(context: click.Context, file: Path) -> None:
     click.echo(json.dumps({name: reply["config"][name] for name in sections}, indent=2))
 
 
+@ctl.command(name="crash")
+@click.pass_context
+def ctl_crash(context: click.Context) -> None:
+    """Drop every write not fsynced, as a power loss would (needs faults.crash_consistency)."""
+    click.echo(json.dumps(_ask(context, {"command": "crash"})["undone"]))
+
+
 @ctl.command(name="enable")
 @click.argument("layer", type=click.Choice(LAYER_ORDER))
 @click.pass_context

@@ -125,7 +125,7 @@ class Mount:
             )
             observers["metrics"] = self.metrics_layer
         self.pipeline = Pipeline(self.backend)
-        self.layers = LayerStack(self.pipeline, config, observers, load_layers(config.extra_layers))
+        self.layers = LayerStack(self.pipeline, config, observers, load_layers(config.extra_layers), self.backend)
         self.fs = InterposerFS(
             self.pipeline,
             self.backend,
@@ -134,7 +134,7 @@ class Mount:
         )
         self.control = ControlServer(
             config.control.socket or socket_path_for(self.mountpoint),
-            {"status": self._status, "configure": self._configure, "layer": self._switch},
+            {"status": self._status, "configure": self._configure, "layer": self._switch, "crash": self._crash},
         )
 
     async def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +144,9 @@ class Mount:
         config = self.layers.replace_sections(sections)
         log.info("reconfigured %s", ", ".join(sorted(sections)))
         return {"config": config.model_dump(mode="json")}
+
+    async def _crash(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {"undone": await self.layers.crash()}
 
     async def _switch(self, request: dict[str, Any]) -> dict[str, Any]:
         name, enabled = request.get("name"), request.get("enabled")
@@ -216,6 +219,7 @@ class Mount:
             if self.metrics is not None:
                 self.metrics.shutdown()
             self.health.uninstall()
+            self.layers.close()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
 

@@ -114,6 +114,10 @@ class PassthroughBackend:
         handle = self.dirs.get(fh)
         return 0 if handle is None else handle.inode
 
+    def open_inode(self, inode: int, flags: int) -> int:
+        """A new descriptor for a known inode (the caller closes it); for repairs outside any request."""
+        return os.open(_proc_path(self.inodes.fd(self.inodes.get(inode))), flags | os.O_CLOEXEC)
+
     # -- helpers -----------------------------------------------------------------------
 
     def _attributes(self, ino: int, st: os.stat_result) -> pyfuse3.EntryAttributes:

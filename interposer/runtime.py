@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import ConfigError, InterposerConfig, describe_errors
+from .faults.crash import CrashJournal
 from .faults.layer import FaultLayer
+from .passthrough import PassthroughBackend
 from .pipeline import Layer, Pipeline
 from .throttle.layer import ThrottleLayer
 
@@ -34,9 +36,12 @@ class LayerStack:
         config: InterposerConfig,
         observers: Mapping[str, Layer],
         extra: list[Layer],
+        backend: PassthroughBackend,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
+        self._backend = backend
+        self.journal: CrashJournal | None = None
         self._observers = dict(observers)
         self._extra = extra
         self.enabled = dict.fromkeys(observers, True)
@@ -50,6 +55,11 @@ class LayerStack:
         has_limits = any(limits) or throttle.metadata_iops is not None
         self.throttle = ThrottleLayer(throttle) if has_limits else None
         self.faults = FaultLayer(config.faults) if config.faults.rules else None
+        if config.faults.crash_consistency and self.journal is None:
+            self.journal = CrashJournal(self._backend)
+        elif not config.faults.crash_consistency and self.journal is not None:
+            self.journal.close()
+            self.journal = None
         self.enabled["throttle"] = throttle.enabled
         self.enabled["faults"] = config.faults.enabled
         self.config = config
@@ -64,7 +74,8 @@ class LayerStack:
 
     def _install(self) -> None:
         layers = [layer for name in LAYER_ORDER if self.enabled.get(name) and (layer := self._layer(name)) is not None]
-        self.pipeline.replace([*layers, *self._extra])
+        journal = [] if self.journal is None else [self.journal]
+        self.pipeline.replace([*layers, *journal, *self._extra])
 
     def replace_sections(self, sections: Mapping[str, Any]) -> InterposerConfig:
         """Replace whole runtime sections (faults, throttle) with new, validated ones."""
@@ -103,4 +114,15 @@ class LayerStack:
             "layers": layers,
             "faults": None if self.faults is None else self.faults.counters(),
             "throttle": None if self.throttle is None else self.throttle.counters(),
+            "unsynced": None if self.journal is None else self.journal.pending(),
         }
+
+    async def crash(self) -> dict[str, int]:
+        """Drop every write not fsynced, as a power loss would."""
+        if self.journal is None:
+            raise ConfigError("crash needs faults.crash_consistency: true (set it in the config or with ctl set)")
+        return await self.journal.drop()
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
