@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .faults.model import FaultsConfig
 from .section import Section
@@ -55,8 +55,25 @@ class FuseConfig(Section):
     fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
 
 
+class FakeConfig(Section):
+    """The in-memory backend: nothing reaches the disk."""
+
+    data: Literal["keep", "discard"] = Field(
+        "keep", description="keep: written data is kept in memory (up to memory_cap); discard: only sizes are kept."
+    )
+    read: Literal["zeros", "pattern"] = Field(
+        "zeros", description="What reads of discarded data return: zeros, or bytes 0..255 repeating by offset."
+    )
+    memory_cap: int = Field(1 << 30, ge=1 << 20, description="Bytes of kept data; beyond, writes fail with ENOSPC.")
+
+
 class BackendConfig(Section):
     """Where the data lives."""
+
+    kind: Literal["passthrough", "fake"] = Field(
+        "passthrough", description="passthrough: the backing directory; fake: memory, the backing directory untouched."
+    )
+    fake: FakeConfig = FakeConfig()
 
     max_inode_fds: int | None = Field(
         None,
@@ -154,6 +171,12 @@ class InterposerConfig(Section):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity on stderr.")
     volume_id: str | None = Field(None, description="Volume id for the telemetry resource (set by the CSI driver).")
+
+    @model_validator(mode="after")
+    def _journal_needs_files(self) -> InterposerConfig:
+        if self.faults.crash_consistency and self.backend.kind != "passthrough":
+            raise ValueError("faults.crash_consistency needs backend.kind: passthrough (the fake backend never syncs)")
+        return self
 
     @field_validator("extra_layers")
     @classmethod

@@ -17,6 +17,7 @@ from . import syscalls
 from .adapter import InterposerFS
 from .config import ConfigError, InterposerConfig
 from .control import ControlServer, runtime_path_for, socket_path_for
+from .fake import FakeBackend
 from .metrics.layer import MetricsLayer
 from .metrics.setup import MetricsSetup, build_metrics
 from .mounts import is_stale, mount_at, unmount
@@ -103,9 +104,13 @@ class Mount:
         self.mountpoint = mountpoint.absolute()
         self.config = config
         fd_limit = _raise_fd_limit()
-        self.backend = PassthroughBackend(
-            str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
-        )
+        self.backend: PassthroughBackend | FakeBackend
+        if config.backend.kind == "fake":
+            self.backend = FakeBackend(config.cache, config.backend.fake)
+        else:
+            self.backend = PassthroughBackend(
+                str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
+            )
         self.health = TelemetryHealth()
         self.health.install()
         resource = build_resource(self.mountpoint, self.backing, config.volume_id)
@@ -161,10 +166,8 @@ class Mount:
             "mountpoint": str(self.mountpoint),
             "backing": str(self.backing),
             "pid": os.getpid(),
-            "inodes": len(self.backend.inodes),
-            "inode_fds": self.backend.inodes.open_descriptors,
-            "open_files": len(self.backend.files),
-            "open_dirs": len(self.backend.dirs),
+            "backend": self.config.backend.kind,
+            **self.backend.stats(),
             "internal_errors": self.fs.internal_errors,
             "tracing": self._tracing_status(),
             "metrics": self._metrics_status(),

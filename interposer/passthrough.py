@@ -114,6 +114,15 @@ class PassthroughBackend:
         handle = self.dirs.get(fh)
         return 0 if handle is None else handle.inode
 
+    def stats(self) -> dict[str, int]:
+        """Table sizes for the mount's status."""
+        return {
+            "inodes": len(self.inodes),
+            "inode_fds": self.inodes.open_descriptors,
+            "open_files": len(self.files),
+            "open_dirs": len(self.dirs),
+        }
+
     def open_inode(self, inode: int, flags: int) -> int:
         """A new descriptor for a known inode (the caller closes it); for repairs outside any request."""
         return os.open(_proc_path(self.inodes.fd(self.inodes.get(inode))), flags | os.O_CLOEXEC)

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import ConfigError, InterposerConfig, describe_errors
+from .fake import FakeBackend
 from .faults.crash import CrashJournal
 from .faults.layer import FaultLayer
 from .passthrough import PassthroughBackend
@@ -36,7 +37,7 @@ class LayerStack:
         config: InterposerConfig,
         observers: Mapping[str, Layer],
         extra: list[Layer],
-        backend: PassthroughBackend,
+        backend: PassthroughBackend | FakeBackend,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
@@ -56,6 +57,7 @@ class LayerStack:
         self.throttle = ThrottleLayer(throttle) if has_limits else None
         self.faults = FaultLayer(config.faults) if config.faults.rules else None
         if config.faults.crash_consistency and self.journal is None:
+            assert isinstance(self._backend, PassthroughBackend), "the config model requires it"
             self.journal = CrashJournal(self._backend)
         elif not config.faults.crash_consistency and self.journal is not None:
             self.journal.close()
