@@ -1,12 +1,13 @@
 """Render the configuration reference in docs/configuration.md from the config model itself.
 
 ``python -m interposer.config_reference`` rewrites the generated part of the
-page; a test fails when the page and the model disagree, so the documentation
+page and the JSON Schema beside it; a test fails when the page and the model disagree, so the documentation
 cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import typing
 
@@ -16,6 +17,7 @@ from .config import InterposerConfig
 from .docgen import DOCS, rewrite
 
 PAGE = DOCS / "configuration.md"
+SCHEMA = DOCS / "config.schema.json"
 COMMAND = "python -m interposer.config_reference"
 
 
@@ -55,6 +57,15 @@ def render() -> str:
     return "\n".join(table)
 
 
+def json_schema() -> str:
+    """The JSON Schema of the whole configuration, for editors and CI checks of config files."""
+    schema = InterposerConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cnfs-interposer configuration"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 if __name__ == "__main__":
     rewrite(PAGE, COMMAND, render())
-    sys.stdout.write(f"rewrote the generated part of {PAGE}\n")
+    SCHEMA.write_text(json_schema())
+    sys.stdout.write(f"rewrote the generated part of {PAGE} and {SCHEMA}\n")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .conftest import require_command, wait_for
 from .otlp import free_port, wait_for_port
 
@@ -57,6 +59,17 @@ class Prometheus:
                 return
             time.sleep(SCRAPE_INTERVAL_MS / 5000)
         raise AssertionError(f"Prometheus did not scrape {job} within {timeout}s")
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One scrape of an endpoint, parsed: (series name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _ready(url: str) -> bool:

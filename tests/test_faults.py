@@ -15,11 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interposer.names import ATTR_FAULT_DELAY, EVENT_FAULT
+from interposer.names import (
+    ATTR_FAULT,
+    ATTR_FAULT_DELAY,
+    ATTR_THROTTLE_LIMIT,
+    EVENT_FAULT,
+    FAULTS_INJECTED,
+    THROTTLE_WAIT,
+)
 from interposer.process import MountProcess
 from interposer.tracing.search import load_spans
 
 from .conftest import MountFactory, interposer, wait_for
+from .prometheus import scrape
 
 
 def mount_with(mount_factory: MountFactory, scratch: Path, config: dict[str, object]) -> MountProcess:
@@ -382,3 +390,112 @@ def test_crash_without_the_journal_says_how_to_enable_it(mounted: MountProcess) 
     result = interposer("ctl", str(mounted.mountpoint), "crash")
     assert result.returncode == 2
     assert "crash needs faults.crash_consistency: true" in result.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def _flaky(mount: MountProcess) -> None:
+    (mount.backing / "data").write_bytes(b"x" * 4096)
+    fd = os.open(mount.mountpoint / "data", os.O_RDONLY | os.O_DIRECT)  # past the page cache
+    try:
+        results = [outcome(functools.partial(os.pread, fd, 100, 0)) for _ in range(1000)]
+    finally:
+        os.close(fd)
+    assert 0 < results.count("EIO") < 40
+    assert set(results) == {"ok", "EIO"}
+
+
+def _slow(mount: MountProcess) -> None:
+    (mount.backing / "data").write_bytes(b"x" * 4096)
+    fd = os.open(mount.mountpoint / "data", os.O_RDONLY | os.O_DIRECT)
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            os.pread(fd, 100, 0)
+        assert time.monotonic() - started > 20 * 0.002
+    finally:
+        os.close(fd)
+
+
+def _full(mount: MountProcess) -> None:
+    (mount.backing / "existing").write_bytes(b"old")
+    assert outcome(functools.partial((mount.mountpoint / "new").write_bytes, b"x")) == "ENOSPC"
+    assert outcome(functools.partial(os.mkdir, mount.mountpoint / "dir")) == "ENOSPC"
+    assert (mount.mountpoint / "existing").read_bytes() == b"old"
+    os.rename(mount.mountpoint / "existing", mount.mountpoint / "moved")
+    os.unlink(mount.mountpoint / "moved")
+
+
+def _capped(mount: MountProcess) -> None:
+    limits = mount.status()["config"]["throttle"]
+    assert limits["read_bytes"]["rate"] == 50 << 20
+    assert mount.status()["layers"]["throttle"] == "on"
+
+
+def _power_loss(mount: MountProcess) -> None:
+    (mount.mountpoint / "journal").write_bytes(b"unsynced")
+    assert interposer("ctl", str(mount.mountpoint), "crash").returncode == 0
+    assert (mount.backing / "journal").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("example", "check"),
+    [
+        ("flaky-disk", _flaky),
+        ("slow-disk", _slow),
+        ("full-disk", _full),
+        ("bandwidth-cap", _capped),
+        ("power-loss", _power_loss),
+    ],
+)
+def test_example_configurations_do_what_they_say(
+    mount_factory: MountFactory, example: str, check: Callable[[MountProcess], None]
+) -> None:
+    mount = mount_factory(args=["--config", str(EXAMPLES / f"{example}.yaml")])
+    check(mount)
+
+
+def test_every_action_shows_in_metrics_and_spans(mount_factory: MountFactory, scratch: Path) -> None:
+    span_file = scratch / "spans.jsonl"
+    config = {
+        "faults": {
+            "rules": [
+                {"match": {"paths": ["/broken"], "operations": ["lookup"]}, "action": {"errno": "EIO"}},
+                {
+                    "match": {"paths": ["/late"], "operations": ["getattr"]},
+                    "action": {"latency": {"kind": "fixed", "seconds": 0.01}},
+                },
+            ]
+        },
+        "throttle": {"read_iops": {"rate": 20, "burst": 1}},
+        "cache": {"direct_io": True, "attr_timeout": 0},
+        "tracing": {"file": str(span_file), "export_delay": 0.1},
+    }
+    mount = mount_with(mount_factory, scratch, config)
+    for _ in range(3):
+        assert outcome(functools.partial(os.stat, mount.mountpoint / "broken")) == "EIO"
+    (mount.backing / "late").write_bytes(b"x" * 100)
+    os.stat(mount.mountpoint / "late")
+    fd = os.open(mount.mountpoint / "late", os.O_RDONLY)
+    try:
+        for _ in range(5):
+            os.pread(fd, 10, 0)
+    finally:
+        os.close(fd)
+    scraped = scrape(mount.status()["metrics"]["exporters"]["prometheus"])
+    assert scraped[(FAULTS_INJECTED.series(), (("fuse_fault_type", "errno"), ("fuse_operation_name", "lookup")))] == 3
+    assert (
+        scraped[(FAULTS_INJECTED.series(), (("fuse_fault_type", "latency"), ("fuse_operation_name", "getattr")))] >= 1
+    )
+    assert scraped[(THROTTLE_WAIT.series("count"), (("fuse_throttle_limit", "read_iops"),))] >= 3
+
+    def events() -> set[tuple[str, str]]:
+        found = set()
+        for span in load_spans(span_file) if span_file.exists() else []:
+            for attributes in span.event_attributes:
+                found.add((span.name, str(attributes.get(ATTR_FAULT, attributes.get(ATTR_THROTTLE_LIMIT)))))
+        return found
+
+    wanted = {("fuse.lookup", "errno"), ("fuse.getattr", "latency"), ("fuse.read", "read_iops")}
+    wait_for(lambda: wanted <= events(), what=f"span events {wanted}")
