@@ -94,6 +94,31 @@ def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: P
         ("log_level: loud\n", "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
         ("bogus: 1\n", f"bogus: unknown field; allowed fields: {', '.join(InterposerConfig.model_fields)}"),
         ("extra_layers: ['nope']\n", "extra_layers: Value error, 'nope' is not of the form 'module:attribute'"),
+        (
+            "faults:\n  rules:\n    - match: {paths: ['/db/[ab']}\n      action: {errno: EIO}\n",
+            "faults.rules.0.match.paths: Value error, '/db/[ab': unbalanced [ ] in the glob",
+        ),
+        (
+            "faults:\n  rules:\n    - match: {paths: ['/a/../etc']}\n      action: {errno: EIO}\n",
+            "'..' is not allowed; paths are below the mount root",
+        ),
+        (
+            "faults:\n  rules:\n    - action: {errno: ENOPE}\n",
+            "faults.rules.0.action.errno: Value error, 'ENOPE' is not an errno symbol",
+        ),
+        (
+            "faults:\n  rules:\n    - action: {latency: {kind: gamma}}\n",
+            "does not match any of the expected tags: 'fixed', 'uniform', 'normal', 'exponential', 'pareto'",
+        ),
+        (
+            "faults:\n  rules:\n    - match: {every_nth: 2, only_nth: 3}\n      action: {errno: EIO}\n",
+            "every_nth and only_nth exclude each other",
+        ),
+        ("throttle:\n  mode: slow\n", "throttle.mode: Input should be 'wait' or 'fail'"),
+        (
+            "throttle:\n  read_bytes: {rate: 10, bust: 5}\n",
+            "throttle.read_bytes.bust: unknown field; allowed fields: rate, burst",
+        ),
         ("metrics:\n  exporters: [statsd]\n", "metrics.exporters.0: Input should be 'otlp' or 'prometheus'"),
         (
             "metrics:\n  prometheus_port: 70000\n",
