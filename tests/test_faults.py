@@ -182,7 +182,10 @@ def test_latency_follows_its_distribution(
 
 
 def test_a_delayed_request_never_blocks_another(mount_factory: MountFactory, scratch: Path) -> None:
-    rule = {"match": {"paths": ["/slow/*"]}, "action": {"latency": {"kind": "fixed", "seconds": 2.0}}}
+    rule = {
+        "match": {"paths": ["/slow/*"], "operations": ["read"]},
+        "action": {"latency": {"kind": "fixed", "seconds": 2.0}},
+    }
     mount = mount_with(mount_factory, scratch, {"faults": {"rules": [rule]}})
     (mount.backing / "slow").mkdir()
     (mount.backing / "slow" / "file").write_bytes(b"x")
