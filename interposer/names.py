@@ -112,6 +112,21 @@ EVENT_THROTTLE = "fuse.throttle.wait"
 RESOURCE_MOUNTPOINT = "fuse.mountpoint"
 RESOURCE_BACKING = "fuse.backing"
 RESOURCE_VOLUME_ID = "fuse.volume.id"
+RESOURCE_K8S_POD = "k8s.pod.name"
+RESOURCE_K8S_POD_UID = "k8s.pod.uid"
+RESOURCE_K8S_NAMESPACE = "k8s.namespace.name"
+RESOURCE_K8S_NODE = "k8s.node.name"
+
+RESOURCE_LABELS = (RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD, RESOURCE_VOLUME_ID, RESOURCE_MOUNTPOINT)
+"""Resource attributes that also label every series (one value per mount, so cardinality stays bounded):
+the scrape endpoint adds them, the collector's Prometheus exporter converts them, the dashboards filter by them."""
+
+
+def prometheus_label(attribute: str) -> str:
+    """The label name Prometheus stores for an attribute or resource attribute: dots become underscores."""
+    return attribute.replace(".", "_")
+
+
 SERVICE_NAME_DEFAULT = "cnfs-interposer"
 
 ATTR_FAULT_RULE = "fuse.fault.rule"
@@ -178,7 +193,7 @@ class Instrument:
     @property
     def prometheus_labels(self) -> tuple[str, ...]:
         """The label names Prometheus stores: dots become underscores."""
-        return tuple(label.replace(".", "_") for label in self.labels)
+        return tuple(prometheus_label(label) for label in self.labels)
 
     @property
     def prometheus_type(self) -> str:

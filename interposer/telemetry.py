@@ -26,6 +26,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from .config import ConfigError, OtlpSection
 from .names import (
     RESOURCE_BACKING,
+    RESOURCE_K8S_NAMESPACE,
+    RESOURCE_K8S_NODE,
+    RESOURCE_K8S_POD,
+    RESOURCE_K8S_POD_UID,
     RESOURCE_MOUNTPOINT,
     RESOURCE_VOLUME_ID,
     SERVICE_NAME_DEFAULT,
@@ -36,10 +40,10 @@ from .names import (
 log = logging.getLogger(__name__)
 
 _K8S_ENVIRONMENT = {
-    "k8s.pod.name": "K8S_POD_NAME",
-    "k8s.pod.uid": "K8S_POD_UID",
-    "k8s.namespace.name": "K8S_NAMESPACE_NAME",
-    "k8s.node.name": "K8S_NODE_NAME",
+    RESOURCE_K8S_POD: "K8S_POD_NAME",
+    RESOURCE_K8S_POD_UID: "K8S_POD_UID",
+    RESOURCE_K8S_NAMESPACE: "K8S_NAMESPACE_NAME",
+    RESOURCE_K8S_NODE: "K8S_NODE_NAME",
 }
 """Resource attributes filled from the pod's environment (the chart sets these by the Downward API)."""
 

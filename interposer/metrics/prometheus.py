@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 
 from ..config import ConfigError
+from ..names import RESOURCE_LABELS, prometheus_label
 from .histogram import HistogramSource
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ DEFAULT_PORT = 9464
 """The port OpenTelemetry specifies for the Prometheus exporter."""
 
 _LabelKey = frozenset[tuple[str, str]]
+_NOT_ATTRIBUTES = frozenset({"le", *(prometheus_label(attribute) for attribute in RESOURCE_LABELS)})
+"""Labels of a bucket sample that are not the data point's own attributes."""
 
 
 class ExemplarPrometheusReader(PrometheusMetricReader):
@@ -42,7 +45,11 @@ class ExemplarPrometheusReader(PrometheusMetricReader):
 
     def __init__(self, source: HistogramSource) -> None:
         self.translated = CollectorRegistry(auto_describe=False)
-        super().__init__(scope_info_enabled=False, registry=self.translated)
+        super().__init__(
+            scope_info_enabled=False,
+            registry=self.translated,
+            resource_attribute_filter=RESOURCE_LABELS.__contains__,
+        )
         self.exemplars: dict[str, dict[_LabelKey, dict[str, Exemplar]]] = {}
         self._source = source
 
@@ -100,7 +107,7 @@ class ExemplarCollector:
         for index, sample in enumerate(family.samples):
             if not sample.name.endswith("_bucket"):
                 continue
-            labels = frozenset((key, value) for key, value in sample.labels.items() if key != "le")
+            labels = frozenset((key, value) for key, value in sample.labels.items() if key not in _NOT_ATTRIBUTES)
             exemplar = by_labels.get(labels, {}).get(sample.labels["le"])
             if exemplar is not None:
                 family.samples[index] = sample._replace(exemplar=exemplar)
