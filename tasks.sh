@@ -10,14 +10,14 @@ cd "$(dirname "$0")"
 
 # Debian's python3 is used, not whatever python3 is first on PATH: it is the same on every
 # Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
-# own test suites, which the tests run inside the mount. Debian's prometheus is the real
-# server the metrics tests scrape with.
+# own test suites, which the tests run inside the mount. Debian's prometheus and
+# prometheus-alertmanager are the real servers the metrics, dashboard and alert tests use.
 PYTHON=/usr/bin/python3
 SYSTEM_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc
   python3 python3-dev python3-venv libpython3.11-testsuite
   fio attr tar
-  prometheus
+  prometheus prometheus-alertmanager
 )
 
 as_root() {
@@ -51,6 +51,29 @@ setup_python() {
   fi
 }
 
+# The dashboards are type-checked with Grafana's own types (npm @grafana/schema and tsc).
+setup_node() {
+  local stamp=dashboards/typecheck/node_modules/.installed wanted
+  if ! command -v npm >/dev/null; then
+    echo "==> installing Debian packages: nodejs npm"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  wanted=$(sha256sum dashboards/typecheck/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "==> installing the dashboard type checker (npm ci)"
+    npm ci --prefix dashboards/typecheck --no-audit --no-fund --loglevel=error
+    echo "$wanted" > "$stamp"
+  fi
+}
+
+generate() {
+  .venv/bin/python -m dashboards
+  .venv/bin/python -m alerts
+  .venv/bin/python -m interposer.config_reference
+  .venv/bin/python -m interposer.metrics.reference
+}
+
 command=${1:-}
 case "$command" in
   demo)
@@ -61,6 +84,7 @@ case "$command" in
   test)
     install_system_packages
     setup_python
+    setup_node
     echo "==> ruff"
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
@@ -74,8 +98,12 @@ case "$command" in
     setup_python
     exec .venv/bin/python -m benchmarks "${@:2}"
     ;;
+  generate)
+    setup_python
+    generate
+    ;;
   *)
-    echo "usage: $0 demo|test|bench [args...]" >&2
+    echo "usage: $0 demo|test|bench|generate [args...]" >&2
     exit 2
     ;;
 esac

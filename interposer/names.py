@@ -70,7 +70,8 @@ ENTRY_OPS = frozenset(
 # OpenTelemetry semantic conventions where they exist (file.*, process.*, error.type), and a
 # fuse.* namespace otherwise, after the NFS precedent nfs.operation.name.
 
-SPAN_NAMES = {op: f"fuse.{op.value}" for op in OpName}
+SPAN_PREFIX = "fuse."
+SPAN_NAMES = {op: SPAN_PREFIX + op.value for op in OpName}
 """Low-cardinality span name per operation."""
 
 SPAN_FILE_SESSION = "fuse.file"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import require_command, wait_for
@@ -81,22 +82,29 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def running_prometheus(work: Path, targets: dict[str, str]) -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (job -> host:port) with exemplar storage on; stopped afterwards."""
+def running_prometheus(
+    work: Path, targets: dict[str, str], rule_files: tuple[Path, ...] = (), alertmanager: str | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (job -> host:port) with exemplar storage on, evaluating ``rule_files``
+    every scrape interval and sending alerts to ``alertmanager`` (host:port); stopped afterwards."""
     binary = require_command("prometheus")
-    jobs = "".join(
-        f"  - job_name: {job}\n    scrape_interval: {SCRAPE_INTERVAL_MS}ms\n    static_configs:\n"
-        f"      - targets: ['{target}']\n"
-        for job, target in targets.items()
-    )
-    config = work / "prometheus.yml"
-    config.write_text(f"global:\n  scrape_interval: {SCRAPE_INTERVAL_MS}ms\nscrape_configs:\n{jobs}")
+    config = {
+        "global": {"scrape_interval": f"{SCRAPE_INTERVAL_MS}ms", "evaluation_interval": f"{SCRAPE_INTERVAL_MS}ms"},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
+        ],
+        "rule_files": [str(path) for path in rule_files],
+    }
+    if alertmanager is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config_file = work / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
     port = free_port()
     with (work / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
             [
                 binary,
-                f"--config.file={config}",
+                f"--config.file={config_file}",
                 f"--storage.tsdb.path={work / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--enable-feature=exemplar-storage",

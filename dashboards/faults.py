@@ -1,0 +1,80 @@
+"""Faults and throttling: what the interposer injected, against what the storage did on its own."""
+
+from __future__ import annotations
+
+from grafanalib import core
+
+from interposer.names import FAULTS_INJECTED, OPERATION_DURATION, THROTTLE_WAIT
+
+from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets
+from .panels import grid, timeseries
+
+FAULT_TYPE = FAULTS_INJECTED.prometheus_labels[0]
+ERROR_TYPE = OPERATION_DURATION.prometheus_labels[1]
+LIMIT = THROTTLE_WAIT.prometheus_labels[0]
+
+
+def build() -> core.Dashboard:
+    errno_faults = selector(f'{FAULT_TYPE}="errno"')
+    failed = selector(f'{ERROR_TYPE}!=""')
+    injected_errors = f"sum(rate({FAULTS_INJECTED.series()}{errno_faults}[{RATE_WINDOW}]))"
+    all_errors = f"sum(rate({OPERATION_DURATION.series('count')}{failed}[{RATE_WINDOW}]))"
+    waits = selector(operation=False)
+    return dashboard(
+        "cnfs-faults",
+        "cnfs-interposer / Faults and throttling",
+        "Injected faults by type and operation, injected against organic errors, and throttle waits.",
+        [
+            timeseries(
+                "Injected faults/s",
+                "Faults the fault rules injected, by type and operation.",
+                targets(
+                    (
+                        f"sum by ({FAULT_TYPE}, {OPERATION}) "
+                        f"(rate({FAULTS_INJECTED.series()}{selector()}[{RATE_WINDOW}]))",
+                        f"{{{{{FAULT_TYPE}}}}} {{{{{OPERATION}}}}}",
+                    )
+                ),
+                "ops",
+                grid(0, 0, 12, 9),
+                stacked=True,
+            ),
+            timeseries(
+                "Injected and organic errors/s",
+                "Failed requests split into those a fault rule caused and those the storage returned itself.",
+                targets(
+                    (f"{injected_errors} or vector(0)", "injected"),
+                    (f"{all_errors} - ({injected_errors} or vector(0))", "organic"),
+                ),
+                "ops",
+                grid(12, 0, 12, 9),
+                stacked=True,
+            ),
+            timeseries(
+                "Throttle wait (seconds waited per second)",
+                "Time requests spent waiting for each limit, per second of wall time: 1 means one request "
+                "was always waiting.",
+                targets(
+                    (
+                        f"sum by ({LIMIT}) (rate({THROTTLE_WAIT.series('sum')}{waits}[{RATE_WINDOW}]))",
+                        f"{{{{{LIMIT}}}}}",
+                    )
+                ),
+                "s",
+                grid(0, 9, 12, 9),
+            ),
+            timeseries(
+                "Throttle wait p99",
+                "99th percentile of a throttled request's wait, by limit.",
+                targets(
+                    (
+                        f"histogram_quantile(0.99, sum by (le, {LIMIT}) "
+                        f"(rate({THROTTLE_WAIT.series('bucket')}{waits}[{RATE_WINDOW}])))",
+                        f"{{{{{LIMIT}}}}}",
+                    )
+                ),
+                "s",
+                grid(12, 9, 12, 9),
+            ),
+        ],
+    )

@@ -1,0 +1,184 @@
+"""Dashboards and alert rules as code: fresh, valid for Grafana and promtool, and alive on a real stack."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import alerts.__main__ as alert_files
+import dashboards.__main__ as dashboard_files
+from alerts.config import AlertConfig
+from alerts.rules import alerting_rules
+
+from .alertmanager import running_alertmanager
+from .conftest import MountFactory, require, require_command, wait_for
+from .otlp import free_port
+from .prometheus import running_prometheus
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+RULE_TESTS = REPOSITORY / "alerts" / "tests" / "rules.test.yaml"
+TYPECHECK = REPOSITORY / "dashboards" / "typecheck"
+RULES = alert_files.OUTPUT / alert_files.RULE_FILE
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPOSITORY)
+
+
+def test_generated_dashboards_and_rules_are_fresh() -> None:
+    for path, text in dashboard_files.render().items():
+        assert path.read_text() == text, f"{path} is stale: run ./tasks.sh generate"
+    for name, text in alert_files.render().items():
+        assert (alert_files.OUTPUT / name).read_text() == text, f"{name} is stale: run ./tasks.sh generate"
+    committed = {path.name for path in dashboard_files.OUTPUT.glob("*.json")}
+    assert committed == set(dashboard_files.DASHBOARDS), "a dashboard file no generator writes"
+
+
+def test_dashboards_type_check_against_grafana_schema() -> None:
+    """Each dashboard, as a literal, must be a @grafana/schema Dashboard (enums as their string values)."""
+    require((TYPECHECK / "node_modules" / "@grafana" / "schema").is_dir(), "npm packages in dashboards/typecheck")
+    node = require_command("node")
+    lines = [
+        'import type { Dashboard } from "@grafana/schema";',
+        "type Json<T> = T extends string ? `${T}` : T extends readonly (infer U)[] ? Json<U>[]",
+        "  : T extends object ? { [K in keyof T]: Json<T[K]> } : T;",
+    ]
+    for index, path in enumerate(sorted(dashboard_files.OUTPUT.glob("*.json"))):
+        lines.append(f"export const dashboard{index}: Json<Dashboard> = {path.read_text().strip()};")
+    check = TYPECHECK / "dashboards.generated.ts"
+    check.write_text("\n".join(lines) + "\n")
+    try:
+        result = run(node, str(TYPECHECK / "node_modules" / "typescript" / "bin" / "tsc"), "-p", str(TYPECHECK))
+    finally:
+        check.unlink()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_checks_and_unit_tests_the_rules() -> None:
+    promtool = require_command("promtool")
+    checked = run(promtool, "check", "rules", str(RULES))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = run(promtool, "test", "rules", str(RULE_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    tested_alerts = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
+    assert tested_alerts == {rule["alert"] for rule in alerting_rules(AlertConfig())["rules"]}
+
+
+def test_every_alert_is_complete_and_has_a_runbook() -> None:
+    runbooks = (REPOSITORY / "docs" / "runbooks.md").read_text()
+    for rule in alerting_rules(AlertConfig())["rules"]:
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert {"summary", "description", "runbook_url"} <= rule["annotations"].keys()
+        anchor = rule["annotations"]["runbook_url"].rpartition("#")[2]
+        assert f"## {rule['alert']}\n" in runbooks
+        assert anchor == rule["alert"].lower()
+
+
+def test_thresholds_and_selectors_can_be_overridden(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("error_ratio: 0.2\nselector: 'cluster=\"prod\"'\nlatency_p99_seconds: 2\n")
+    files = alert_files.render(overrides)
+    rules = files[alert_files.RULE_FILE]
+    assert "cnfs:fuse_failures:ratio > 0.2" in rules
+    assert 'cluster="prod"' in rules
+    assert "cnfs:fuse_operation_duration_seconds:p99 > 2" in rules
+    overrides.write_text("error_ratio: lots\nthresholds: {}\n")
+    result = run(sys.executable, "-m", "alerts", "--config", str(overrides), "--output", str(tmp_path))
+    assert result.returncode != 0
+    assert "error_ratio: Input should be a valid number" in result.stderr
+    assert "thresholds: unknown field" in result.stderr
+
+
+def _substituted(expr: str) -> str:
+    """A panel query as Grafana runs it with every variable on All and a one-minute rate window."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace('=~"$namespace"', '=~".*"')
+        .replace('=~"$pod"', '=~".*"')
+        .replace('=~"$volume"', '=~".*"')
+        .replace('=~"$operation"', '=~".*"')
+    )
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    queries = []
+    for path in sorted(dashboard_files.OUTPUT.glob("*.json")):
+        board: dict[str, Any] = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                queries.append((board["title"], panel["title"], target["expr"]))
+    return queries
+
+
+COLLECTOR_ONLY = "otelcol_"
+"""Series only the OpenTelemetry Collector exports; no collector runs on this machine (see docs/testing.md)."""
+
+
+def test_every_panel_has_data_and_an_injected_fault_alert_reaches_alertmanager(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    port = free_port()
+    config = scratch / "config.yaml"
+    config.write_text(
+        f"metrics: {{exporters: [prometheus], prometheus_port: {port}}}\n"
+        "cache: {direct_io: true}\n"
+        "throttle: {read_iops: {rate: 200, burst: 1}}\n"
+        "faults:\n  rules:\n"
+        "    - match: {paths: ['/flaky*'], operations: [read]}\n      action: {errno: EIO}\n"
+        "    - match: {paths: ['/slow*'], operations: [read]}\n"
+        "      action: {latency: {kind: fixed, seconds: 0.002}}\n"
+    )
+    mount = mount_factory(args=["--config", str(config)])
+    with (
+        running_alertmanager(scratch) as alertmanager,
+        running_prometheus(
+            scratch, {"interposer": f"127.0.0.1:{port}"}, rule_files=(RULES,), alertmanager=alertmanager.address
+        ) as prometheus,
+    ):
+        started = time.time()
+        prometheus.wait_for_scrape_after(started, "interposer")  # Prometheus's first scrape comes seconds late
+        root = mount.mountpoint
+        for name in ("data", "flaky", "slow"):
+            (mount.backing / name).write_bytes(b"x" * 8192)
+        (root / "dir").mkdir()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # a few seconds of mixed work, so rates have samples
+            for name in ("data", "flaky", "slow"):
+                with contextlib.suppress(OSError):  # flaky fails by design
+                    (root / name).read_bytes()
+            (root / "dir" / "new").write_bytes(b"y" * 4096)
+            (root / "dir" / "new").unlink()
+            assert not (root / "missing").exists()
+        prometheus.wait_for_scrape_after(time.time(), "interposer")
+
+        dead = []
+        for dashboard, panel, expr in _panel_queries():
+            if COLLECTOR_ONLY in expr:
+                continue
+            if not prometheus.query(_substituted(expr)):
+                dead.append(f"{dashboard} / {panel}: {expr}")
+        assert not dead, "panels without data:\n" + "\n".join(dead)
+
+        def delivered() -> set[str]:
+            return {
+                alert["labels"]["alertname"] for alert in alertmanager.webhook.alerts() if alert["status"] == "firing"
+            }
+
+        wait_for(
+            lambda: "CnfsInterposerFaultInjectionActive" in delivered(),
+            timeout=60,
+            what="the fault alert at the webhook",
+        )
+        alert = next(
+            a for a in alertmanager.webhook.alerts() if a["labels"]["alertname"] == "CnfsInterposerFaultInjectionActive"
+        )
+        assert alert["labels"]["fuse_mountpoint"] == str(mount.mountpoint)
+        assert alert["labels"]["severity"] == "info"
+        assert alert["annotations"]["runbook_url"].endswith("#cnfsinterposerfaultinjectionactive")
+        assert time.time() - started < 120
