@@ -11,13 +11,14 @@ cd "$(dirname "$0")"
 # Debian's python3 is used, not whatever python3 is first on PATH: it is the same on every
 # Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
 # own test suites, which the tests run inside the mount. Debian's prometheus and
-# prometheus-alertmanager are the real servers the metrics, dashboard and alert tests use.
+# prometheus-alertmanager are the real servers the metrics, dashboard and alert tests use;
+# chromium renders the HTML report in its test.
 PYTHON=/usr/bin/python3
 SYSTEM_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc
   python3 python3-dev python3-venv libpython3.11-testsuite
   fio attr tar
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager chromium
 )
 
 as_root() {

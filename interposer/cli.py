@@ -164,6 +164,67 @@ def ctl_disable(context: click.Context, layer: str) -> None:
     click.echo(json.dumps(_ask(context, {"command": "layer", "name": layer, "enabled": False})["layers"]))
 
 
+_STACK_DIR = Path.home() / ".local" / "state" / "cnfs-interposer" / "stack"
+
+
+@main.group()
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=_STACK_DIR, show_default=True
+)
+@click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True)
+@click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True)
+@click.pass_context
+def stack(context: click.Context, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
+    """A local Prometheus and Alertmanager with the generated alert rules, scraping the running mounts."""
+    from .stack import LocalStack
+
+    context.obj = LocalStack(directory, prometheus_port, alertmanager_port)
+
+
+@stack.command(name="up")
+@click.option("--webhook", help="Deliver alerts to this URL (Alertmanager webhook).")
+@click.pass_context
+def stack_up(context: click.Context, webhook: str | None) -> None:
+    """Start the stack (or refresh its list of mounts)."""
+    from .stack import StackError
+
+    try:
+        targets = context.obj.up(webhook)
+    except StackError as exc:
+        _fail(str(exc))
+    click.echo(f"Prometheus   {context.obj.prometheus_url}")
+    click.echo(f"Alertmanager {context.obj.alertmanager_url}")
+    click.echo(f"scraping {len(targets)} mount(s): " + ", ".join(f"{m} ({t})" for m, t in targets.items()))
+
+
+@stack.command(name="down")
+@click.pass_context
+def stack_down(context: click.Context) -> None:
+    """Stop the stack."""
+    stopped = context.obj.down()
+    click.echo("stopped " + (", ".join(stopped) if stopped else "nothing: the stack was not running"))
+
+
+@main.command()
+@click.option("--prometheus", default="http://127.0.0.1:9090", show_default=True, help="Prometheus to query.")
+@click.option("--spans", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Span file of the mount.")
+@click.option("--since", type=click.IntRange(min=60), default=3600, show_default=True, help="Seconds to cover.")
+@click.option("--rate-window", default="1m", show_default=True, help="Window of the rates plotted.")
+@click.option(
+    "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"), show_default=True
+)
+def report(prometheus: str, spans: Path | None, since: int, rate_window: str, output: Path) -> None:
+    """An HTML report: latency heatmap, throughput, errors by errno, top paths, slowest operations."""
+    from . import report as reporting
+
+    try:
+        built = reporting.build(prometheus, spans, since, rate_window)
+    except (OSError, RuntimeError) as exc:
+        _fail(f"cannot query {prometheus}: {exc}")
+    output.write_text(reporting.render(built))
+    click.echo(f"wrote {output}")
+
+
 @main.command()
 @click.option(
     "--workdir",
