@@ -62,15 +62,33 @@ class Prometheus:
         raise AssertionError(f"Prometheus did not scrape {job} within {timeout}s")
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """One scrape of an endpoint, parsed: (series name, sorted labels) -> value."""
+@dataclass
+class Scrape:
+    """One scrape of an endpoint, parsed."""
+
+    samples: list[tuple[str, dict[str, str], float]]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` that carry ``labels`` (and any others, such as the resource's)."""
+        matching = [
+            value
+            for sample, sample_labels, value in self.samples
+            if sample == name and labels.items() <= sample_labels.items()
+        ]
+        assert matching, f"no sample {name} with {labels}"
+        return sum(matching)
+
+
+def scrape(url: str) -> Scrape:
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return Scrape(
+        [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+    )
 
 
 def _ready(url: str) -> bool:

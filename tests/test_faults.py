@@ -487,11 +487,10 @@ def test_every_action_shows_in_metrics_and_spans(mount_factory: MountFactory, sc
     finally:
         os.close(fd)
     scraped = scrape(mount.status()["metrics"]["exporters"]["prometheus"])
-    assert scraped[(FAULTS_INJECTED.series(), (("fuse_fault_type", "errno"), ("fuse_operation_name", "lookup")))] == 3
-    assert (
-        scraped[(FAULTS_INJECTED.series(), (("fuse_fault_type", "latency"), ("fuse_operation_name", "getattr")))] >= 1
-    )
-    assert scraped[(THROTTLE_WAIT.series("count"), (("fuse_throttle_limit", "read_iops"),))] >= 3
+    faults = FAULTS_INJECTED.series()
+    assert scraped.value(faults, fuse_fault_type="errno", fuse_operation_name="lookup") == 3
+    assert scraped.value(faults, fuse_fault_type="latency", fuse_operation_name="getattr") >= 1
+    assert scraped.value(THROTTLE_WAIT.series("count"), fuse_throttle_limit="read_iops") >= 3
 
     def events() -> set[tuple[str, str]]:
         found = set()
