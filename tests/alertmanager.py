@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,8 @@ from typing import Any
 import yaml
 
 from .conftest import require_command
-from .otlp import free_port, wait_for_port
+from .otlp import free_port
+from .servers import ready_server
 
 
 @dataclass
@@ -66,23 +66,16 @@ def running_alertmanager(work: Path) -> Iterator[Alertmanager]:
     config_file = work / "alertmanager.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
-    with (work / "alertmanager.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_file}",
-                f"--storage.path={work / 'alertmanager'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=log,
-        )
+    command = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.path={work / 'alertmanager'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
     try:
-        wait_for_port(port)
-        yield Alertmanager(f"127.0.0.1:{port}", webhook)
+        with ready_server("alertmanager", work, command, port):
+            yield Alertmanager(f"127.0.0.1:{port}", webhook)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         server.shutdown()
         server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -16,8 +15,9 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import require_command, wait_for
-from .otlp import free_port, wait_for_port
+from .conftest import require_command
+from .otlp import free_port
+from .servers import ready_server
 
 SCRAPE_INTERVAL_MS = 500
 """Time between scrapes: short, so a test waits for one scrape, not for minutes."""
@@ -91,14 +91,6 @@ def scrape(url: str) -> Scrape:
     )
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:  # refused, or 503 while the storage opens
-        return False
-
-
 @contextmanager
 def running_prometheus(
     work: Path, targets: dict[str, str], rule_files: tuple[Path, ...] = (), alertmanager: str | None = None
@@ -118,26 +110,12 @@ def running_prometheus(
     config_file = work / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()
-    with (work / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--enable-feature=exemplar-storage",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for_port(port)
-            wait_for(lambda: _ready(url), timeout=30, what="Prometheus to be ready (its storage open)")
-        except (TimeoutError, AssertionError):
-            raise AssertionError((work / "prometheus.log").read_text()[-3000:]) from None
+    command = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={work / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--enable-feature=exemplar-storage",
+    ]
+    with ready_server("prometheus", work, command, port) as url:
         yield Prometheus(url)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
