@@ -268,7 +268,7 @@ class TracingLayer:
         """
         name = op.name
         group.operations += 1
-        group.counts[name.value] += 1
+        group.counts[name] += 1
         if error is not None:
             group.errors += 1
         elif name is OpName.READ:
