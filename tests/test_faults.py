@@ -7,6 +7,7 @@ import functools
 import hashlib
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -260,6 +261,8 @@ def test_control_changes_behaviour_mid_run(mount_factory: MountFactory, scratch:
         yaml.safe_dump({"faults": {"rules": [{"match": {"operations": ["read"]}, "action": {"errno": "EIO"}}]}})
     )
     mountpoint = str(mount.mountpoint)
+    assert stat.S_IMODE(mount.control_socket.stat().st_mode) == 0o600  # only its owner reconfigures the mount
+    assert stat.S_IMODE(mount.control_socket.parent.stat().st_mode) == 0o700
     assert interposer("ctl", mountpoint, "set", str(rules)).returncode == 0
     assert outcome(path.read_bytes) == "EIO"
     assert interposer("ctl", mountpoint, "disable", "faults").returncode == 0
