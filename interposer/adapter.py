@@ -20,6 +20,7 @@ from typing import Any
 
 import pyfuse3
 
+from .errnos import errno_of
 from .names import OpName
 from .op import Op, PathResolver
 from .pipeline import Pipeline
@@ -53,7 +54,7 @@ class InterposerFS(pyfuse3.Operations):
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            raise pyfuse3.FUSEError(errno_of(exc)) from None
         except Exception:
             self.internal_errors += 1
             log.exception("internal error in %s on %s; answered EIO", op.name, _describe(op))

@@ -7,7 +7,6 @@ call) and says plainly what happened.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
+from .errnos import errno_of, errno_symbol
 from .names import ATTR_ERROR_TYPE, IO_BYTES, OPERATION_DURATION
 from .process import MountProcess
 from .tracing.search import load_spans, summary
@@ -67,7 +67,7 @@ def run_workload(root: Path) -> WorkloadReport:
     try:
         (root / "missing.conf").read_text()
     except OSError as exc:
-        name = errno.errorcode[exc.errno or errno.EIO]
+        name = errno_symbol(errno_of(exc))
         report.expected_errors[name] = report.expected_errors.get(name, 0) + 1
     shutil.rmtree(root / "logs")
     report.seconds = time.monotonic() - started

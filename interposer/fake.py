@@ -96,8 +96,8 @@ class FakeBackend:
         self._handles = itertools.count(1)
         root = Node(ROOT, stat.S_IFDIR | 0o755, os.getuid(), os.getgid())
         self.nodes: dict[int, Node] = {ROOT: root}
-        self.files: dict[int, tuple[int, int]] = {}
-        """File handle -> (inode, open flags)."""
+        self.files: dict[int, tuple[int, int, tuple[int, int]]] = {}
+        """File handle -> (inode, open flags, the opener's pid and uid)."""
         self.dirs: dict[int, tuple[int, list[bytes]]] = {}
         """Directory handle -> (inode, the listing snapshot taken at offset 0)."""
         self.handlers: dict[OpName, Callable[[Op], Awaitable[Any]]] = {
@@ -127,7 +127,10 @@ class FakeBackend:
         return paths
 
     def inode_of_handle(self, fh: int) -> int:
-        return self.files.get(fh, (0, 0))[0]
+        return self.files.get(fh, (0, 0, (0, 0)))[0]
+
+    def opener_of_handle(self, fh: int) -> tuple[int, int]:
+        return self.files.get(fh, (0, 0, (0, 0)))[2]
 
     def inode_of_dir_handle(self, fh: int) -> int:
         return self.dirs.get(fh, (0, []))[0]
@@ -373,9 +376,9 @@ class FakeBackend:
 
     # -- file handles -------------------------------------------------------------------
 
-    def _opened(self, node: Node, flags: int) -> int:
+    def _opened(self, node: Node, op: Op) -> int:
         fh = next(self._handles)
-        self.files[fh] = (node.ino, flags)
+        self.files[fh] = (node.ino, op.flags, (op.pid, op.uid))
         node.opens += 1
         return fh
 
@@ -384,12 +387,12 @@ class FakeBackend:
         if op.flags & os.O_TRUNC and node.size:  # libfuse asks for atomic O_TRUNC: the open truncates
             self._resize(node, 0)
             node.touch()
-        op.fh = self._opened(node, op.flags)
+        op.fh = self._opened(node, op)
         return self._file_info(op.fh, op.flags)
 
     async def create(self, op: Op) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         node = self._new(op, stat.S_IFREG | stat.S_IMODE(op.mode))
-        op.fh = self._opened(node, op.flags)
+        op.fh = self._opened(node, op)
         return self._file_info(op.fh, op.flags), self._looked_up(node)
 
     async def read(self, op: Op) -> bytes:
@@ -407,7 +410,7 @@ class FakeBackend:
         return data
 
     async def write(self, op: Op) -> int:
-        ino, flags = self.files[op.fh]
+        ino, flags, _ = self.files[op.fh]
         node = self._node(ino)
         offset = node.size if flags & os.O_APPEND else op.offset
         end = offset + len(op.data)
@@ -423,7 +426,7 @@ class FakeBackend:
         return None
 
     async def release(self, op: Op) -> None:
-        ino, _ = self.files.pop(op.fh)
+        ino, _, _ = self.files.pop(op.fh)
         node = self.nodes.get(ino)
         if node is not None:
             node.opens -= 1

@@ -30,6 +30,8 @@ class PathResolver(Protocol):
 
     def inode_of_dir_handle(self, fh: int) -> int: ...
 
+    def opener_of_handle(self, fh: int) -> tuple[int, int]: ...
+
 
 class Op:
     """One request: what was asked, by whom, and what it moved.
@@ -85,6 +87,12 @@ class Op:
         if self._path is None:
             self._path = self._resolve_path()
         return self._path
+
+    def caller(self) -> tuple[int, int]:
+        """The caller's pid and uid; pyfuse3 gives file-handle requests none, so theirs is the opener's."""
+        if self.name in HANDLE_OPS:
+            return self.resolver.opener_of_handle(self.fh)
+        return self.pid, self.uid
 
     @property
     def new_path(self) -> str:

@@ -40,12 +40,13 @@ def _proc_path(fd: int) -> str:
 
 
 class Handle:
-    """An open file or directory: which inode it is, and for a directory the listing being read."""
+    """An open file or directory: which inode, who opened it, and for a directory the listing being read."""
 
-    __slots__ = ("inode", "listing")
+    __slots__ = ("inode", "listing", "opener")
 
-    def __init__(self, inode: int) -> None:
+    def __init__(self, inode: int, opener: Op) -> None:
         self.inode = inode
+        self.opener = (opener.pid, opener.uid)
         self.listing: list[bytes] | None = None
 
 
@@ -122,6 +123,10 @@ class PassthroughBackend:
             "open_files": len(self.files),
             "open_dirs": len(self.dirs),
         }
+
+    def opener_of_handle(self, fh: int) -> tuple[int, int]:
+        handle = self.files.get(fh)
+        return (0, 0) if handle is None else handle.opener
 
     def open_inode(self, inode: int, flags: int) -> int:
         """A new descriptor for a known inode (the caller closes it); for repairs outside any request."""
@@ -292,7 +297,7 @@ class PassthroughBackend:
     async def open(self, op: Op) -> pyfuse3.FileInfo:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), self._open_flags(op.flags))
-        self.files[fd] = Handle(entry.ino)
+        self.files[fd] = Handle(entry.ino, op)
         op.fh = fd
         return self._file_info(fd, op.flags)
 
@@ -310,7 +315,7 @@ class PassthroughBackend:
             raise
         entry = self.inodes.acquire(parent.ino, op.entry_name, st)
         attrs = self._attributes(entry.ino, st)
-        self.files[fd] = Handle(entry.ino)
+        self.files[fd] = Handle(entry.ino, op)
         op.fh = fd
         return self._file_info(fd, op.flags), attrs
 
@@ -340,7 +345,7 @@ class PassthroughBackend:
     async def opendir(self, op: Op) -> int:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.dirs[fd] = Handle(entry.ino)
+        self.dirs[fd] = Handle(entry.ino, op)
         op.fh = fd
         return fd
 

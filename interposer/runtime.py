@@ -52,9 +52,7 @@ class LayerStack:
 
     def _build(self, config: InterposerConfig) -> None:
         throttle = config.throttle
-        limits = (throttle.read_bytes, throttle.write_bytes, throttle.read_iops, throttle.write_iops)
-        has_limits = any(limits) or throttle.metadata_iops is not None
-        self.throttle = ThrottleLayer(throttle) if has_limits else None
+        self.throttle = ThrottleLayer(throttle) if throttle.limits() else None
         self.faults = FaultLayer(config.faults) if config.faults.rules else None
         if config.faults.crash_consistency and self.journal is None:
             assert isinstance(self._backend, PassthroughBackend), "the config model requires it"

@@ -60,7 +60,6 @@ class Service:
     name: str
     command: list[str]
     port: int
-    ready_path: str
 
 
 class LocalStack:
@@ -93,7 +92,6 @@ class LocalStack:
                     "--cluster.listen-address=",
                 ],
                 self.alertmanager_port,
-                "/-/ready",
             ),
             Service(
                 "prometheus",
@@ -105,7 +103,6 @@ class LocalStack:
                     "--enable-feature=exemplar-storage",
                 ],
                 self.prometheus_port,
-                "/-/ready",
             ),
         ]
 
@@ -185,7 +182,7 @@ class LocalStack:
 
     def _wait_ready(self, service: Service, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 60
-        url = f"http://127.0.0.1:{service.port}{service.ready_path}"
+        url = f"http://127.0.0.1:{service.port}/-/ready"  # both servers answer 200 there once ready
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log = (self.directory / f"{service.name}.log").read_text()[-2000:]

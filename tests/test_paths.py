@@ -27,6 +27,9 @@ class Resolver:
     def inode_of_dir_handle(self, fh: int) -> int:
         return 0
 
+    def opener_of_handle(self, fh: int) -> tuple[int, int]:
+        return 0, 0
+
 
 def lookup(table: InodeTable, parent: int, root: Path, relative: str) -> int:
     return table.acquire(parent, os.path.basename(relative).encode(), os.lstat(root / relative)).ino

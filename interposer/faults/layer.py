@@ -15,7 +15,6 @@ import math
 import random
 import re
 import time
-from collections import OrderedDict
 from typing import Any
 
 import pyfuse3
@@ -29,7 +28,6 @@ from ..names import (
     ATTR_FAULT_OFFSET,
     ATTR_FAULT_RULE,
     EVENT_FAULT,
-    HANDLE_OPS,
     OpName,
 )
 from ..op import Op
@@ -103,20 +101,21 @@ class RuleState:
         self.matched = 0
         self.fired = 0
 
-    def fires(self, op: Op, caller: tuple[int, int], commands: ProcessNames) -> bool:
+    def fires(self, op: Op, commands: ProcessNames) -> bool:
         """Whether the rule fires on this call; counts the call if its static match holds."""
         match = self.rule.match
         if self.operations and op.name not in self.operations:
             return False
         if not self.starts <= time.monotonic() < self.ends:
             return False
-        pid, uid = caller
-        if match.pids and pid not in match.pids:
-            return False
-        if match.uids and uid not in match.uids:
-            return False
-        if match.commands and commands[pid] not in match.commands:
-            return False
+        if match.pids or match.uids or match.commands:
+            pid, uid = op.caller()
+            if match.pids and pid not in match.pids:
+                return False
+            if match.uids and uid not in match.uids:
+                return False
+            if match.commands and commands[pid] not in match.commands:
+                return False
         if self.paths:
             path = op.path
             if not any(pattern.match(path) for pattern in self.paths):
@@ -144,24 +143,13 @@ class FaultLayer:
         installed = time.monotonic()
         self.config = config
         self.rules = [RuleState(rule, index, config.seed, installed) for index, rule in enumerate(config.rules)]
-        self._openers: OrderedDict[int, tuple[int, int]] = OrderedDict()
         self._commands = ProcessNames()
 
     async def __call__(self, op: Op, call_next: NextCall) -> Any:
-        name = op.name
-        caller = (op.pid, op.uid)
-        if name in HANDLE_OPS:  # pyfuse3 gives these no caller: they belong to the opener
-            caller = self._openers.get(op.fh, caller)
-        rule = next((state for state in self.rules if state.fires(op, caller, self._commands)), None)
+        rule = next((state for state in self.rules if state.fires(op, self._commands)), None)
         if rule is None:
-            result = await call_next(op)
-        else:
-            result = await self._act(rule, op, call_next)
-        if name in _OPENS:
-            self._openers[op.fh] = caller
-        elif name is OpName.RELEASE:
-            self._openers.pop(op.fh, None)
-        return result
+            return await call_next(op)
+        return await self._act(rule, op, call_next)
 
     async def _act(self, rule: RuleState, op: Op, call_next: NextCall) -> Any:
         action = rule.rule.action

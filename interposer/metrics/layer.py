@@ -16,13 +16,13 @@ link to the trace.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ..errnos import errno_of, errno_symbol
 from ..names import (
     ATTR_ERROR_TYPE,
     ATTR_FAULT,
@@ -55,12 +55,6 @@ _OPENS = {OpName.OPEN: HANDLE_FILE, OpName.CREATE: HANDLE_FILE, OpName.OPENDIR: 
 _RELEASES = {OpName.RELEASE: HANDLE_FILE, OpName.RELEASEDIR: HANDLE_DIRECTORY}
 _DIRECTORY_CHANGE = {OpName.MKDIR: 1, OpName.RMDIR: -1}
 _ACCOUNTED = frozenset({OpName.READ, OpName.WRITE, *_OPENS, *_RELEASES, *_DIRECTORY_CHANGE})
-
-
-def errno_symbol(error: BaseException) -> str:
-    """The errno symbol the caller sees for an exception: its own for OSError, EIO for a defect."""
-    code = (error.errno if isinstance(error, OSError) else None) or errno.EIO
-    return errno.errorcode.get(code, str(code))
 
 
 class MetricsLayer:
@@ -137,7 +131,7 @@ class MetricsLayer:
             self._record_waits(op.events)
 
     def _failure_series(self, name: OpName, error: BaseException) -> Series:
-        key = (name, errno_symbol(error))
+        key = (name, errno_symbol(errno_of(error)))
         series = self._failed.get(key)
         if series is None:
             series = self._failed[key] = self._duration.series_for(

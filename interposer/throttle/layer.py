@@ -54,17 +54,7 @@ class ThrottleLayer:
 
     def __init__(self, config: ThrottleConfig) -> None:
         self.config = config
-        self.buckets = {
-            name: TokenBucket(name, limit)
-            for name, limit in (
-                ("read_bytes", config.read_bytes),
-                ("write_bytes", config.write_bytes),
-                ("read_iops", config.read_iops),
-                ("write_iops", config.write_iops),
-                ("metadata_iops", config.metadata_iops),
-            )
-            if limit is not None
-        }
+        self.buckets = {name: TokenBucket(name, limit) for name, limit in config.limits().items()}
         self.rejected = 0
 
     def _demands(self, op: Op) -> list[tuple[TokenBucket, float]]:

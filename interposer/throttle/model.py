@@ -29,3 +29,10 @@ class ThrottleConfig(Section):
     read_iops: Limit | None = Field(None, description="Read requests per second.")
     write_iops: Limit | None = Field(None, description="Write requests per second.")
     metadata_iops: Limit | None = Field(None, description="Other requests per second (lookup, getattr, mkdir, …).")
+
+    def limits(self) -> dict[str, Limit]:
+        """The limits that are set, by field name (the name each wait is reported under)."""
+        return {name: limit for name in _LIMIT_FIELDS if (limit := getattr(self, name)) is not None}
+
+
+_LIMIT_FIELDS = ("read_bytes", "write_bytes", "read_iops", "write_iops", "metadata_iops")

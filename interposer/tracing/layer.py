@@ -28,7 +28,6 @@ layers inside report those through ``op.events`` and ``op.fault``.
 
 from __future__ import annotations
 
-import errno
 import random
 import time
 import traceback
@@ -44,6 +43,7 @@ from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlag
 
 from .. import __version__
 from ..config import TracingConfig
+from ..errnos import errno_of, errno_symbol
 from ..names import (
     ATTR_COMMAND,
     ATTR_DELETED,
@@ -381,13 +381,11 @@ class TracingLayer:
 
 def _failure(error: BaseException, attributes: dict[str, Any], events: list[Event], when: int) -> Status:
     """Record a failure on a span's attributes (and, for a defect, an exception event); return its status."""
+    attributes[ATTR_ERRNO] = errno_of(error)
     if isinstance(error, OSError):
-        code = error.errno or errno.EIO
-        attributes[ATTR_ERROR_TYPE] = errno.errorcode.get(code, str(code))
-        attributes[ATTR_ERRNO] = code
+        attributes[ATTR_ERROR_TYPE] = errno_symbol(attributes[ATTR_ERRNO])
         return Status(StatusCode.ERROR, error.strerror or attributes[ATTR_ERROR_TYPE])
     attributes[ATTR_ERROR_TYPE] = type(error).__qualname__
-    attributes[ATTR_ERRNO] = errno.EIO
     stack = "".join(traceback.format_exception(error))
     details = {
         "exception.type": type(error).__qualname__,
