@@ -50,6 +50,10 @@ setup_python() {
     .venv/bin/pip install -q -e '.[dev]'
     echo "$wanted" > "$stamp"
   fi
+  # The CSI driver's protobuf module is generated from interposer/csi/csi.proto, never committed.
+  if [ ! interposer/csi/csi_pb2.py -nt interposer/csi/csi.proto ]; then
+    .venv/bin/python -m interposer.csi.protogen
+  fi
 }
 
 # The dashboards are type-checked with Grafana's own types (npm @grafana/schema and tsc).

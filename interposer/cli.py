@@ -304,3 +304,98 @@ def traces(
     for span in matched[:limit]:
         click.echo(span.line())
     click.echo(f"{len(matched)} matching spans" + (f", first {limit} shown" if len(matched) > limit else ""))
+
+
+def _host_port(_context: click.Context, _parameter: click.Parameter, value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: allowed: HOST:PORT, e.g. 0.0.0.0:9809")
+    return host, int(port)
+
+
+@main.command()
+@click.option("--endpoint", required=True, help="gRPC endpoint, unix:///absolute/path/csi.sock.")
+@click.option(
+    "--node-id", envvar="K8S_NODE_NAME", help="This node's id (node mode) [default: $K8S_NODE_NAME, else the hostname]."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["node", "controller", "all"]),
+    default="all",
+    show_default=True,
+    help="Services to serve besides Identity: the node DaemonSet runs node, the provisioner's pod controller.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/var/lib/cnfs-interposer"),
+    show_default=True,
+    help="Records of published and provisioned volumes, fresh volume directories, interposer logs.",
+)
+@click.option(
+    "--kubelet-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/var/lib/kubelet"),
+    show_default=True,
+    help="Target paths must lie under it.",
+)
+@click.option(
+    "--host-root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Inline volumes may name a backingDir under it; unset: inline volumes get fresh directories only.",
+)
+@click.option(
+    "--volumes-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directories of provisioned volumes [default: STATE_DIR/volumes].",
+)
+@click.option(
+    "--publish-timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True, help="Seconds for a mount."
+)
+@click.option("--max-volumes", type=click.IntRange(0), default=0, help="Volumes per node (0: no limit).")
+@click.option("--metrics-address", callback=_host_port, help="Serve the plugin's own metrics at HOST:PORT.")
+def csi(
+    endpoint: str,
+    node_id: str | None,
+    mode: str,
+    state_dir: Path,
+    kubelet_dir: Path,
+    host_root: Path | None,
+    volumes_root: Path | None,
+    publish_timeout: float,
+    max_volumes: int,
+    metrics_address: tuple[str, int] | None,
+) -> None:
+    """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
+    import socket
+
+    from .csi.server import serve, socket_path
+
+    logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        socket_path(endpoint)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        from .csi.controller import ControllerService
+        from .csi.identity import IdentityService
+        from .csi.node import NodeRoots, NodeService
+    except ImportError as exc:
+        _fail(f"the CSI protobuf module is missing ({exc}); generate it: python -m interposer.csi.protogen")
+    volumes = volumes_root or state_dir / "volumes"
+    services: dict[str, object] = {"Identity": IdentityService(serves_controller=mode != "node")}
+    node = None
+    if mode in ("node", "all"):
+        roots = NodeRoots(kubelet=kubelet_dir, host=host_root, volumes=volumes, state=state_dir)
+        node = NodeService(node_id or socket.gethostname(), roots, publish_timeout, max_volumes)
+        services["Node"] = node
+    if mode in ("controller", "all"):
+        services["Controller"] = ControllerService(volumes, state_dir)
+    serve(
+        endpoint,
+        services,
+        metrics_address=metrics_address,
+        abnormal_volumes=None if node is None else lambda: len(node.abnormal_volumes()),
+    )

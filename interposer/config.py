@@ -53,6 +53,7 @@ class FuseConfig(Section):
     allow_other: bool = Field(True, description="Let users other than the mounting one use the mount.")
     max_workers: int = Field(64, ge=1, le=4096, description="Most requests served concurrently.")
     fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
+    read_only: bool = Field(False, description="Mount read-only: every write fails with EROFS in the kernel.")
 
 
 class FakeConfig(Section):

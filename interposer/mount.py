@@ -79,6 +79,8 @@ def _raise_fd_limit() -> int:
 
 def _mount_options(config: InterposerConfig) -> set[str]:
     options = {f"fsname={config.fuse.fsname}", "subtype=interposer", "default_permissions"}
+    if config.fuse.read_only:
+        options.add("ro")
     if config.fuse.allow_other:
         if os.geteuid() == 0 or "user_allow_other" in _fuse_conf():
             options.add("allow_other")

@@ -286,3 +286,6 @@ INSTRUMENTS = (
     EXPORT_FAILURES,
 )
 """Every metric the interposer exports."""
+
+CSI_DRIVER_NAME = "csi.cnfs-interposer.io"
+"""The CSI driver's name: GetPluginInfo, the CSIDriver object, StorageClasses and pods' volumes all use it."""

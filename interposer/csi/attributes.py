@@ -1,0 +1,110 @@
+"""Volume attributes and StorageClass parameters: the interposer configuration of one volume.
+
+A volume is configured by string key/value pairs: ``config`` holds a whole YAML
+config, and any dotted config field (``tracing.sample_ratio``,
+``throttle.read_iops``, ``faults.rules`` as YAML, ...) overrides it.  Values are
+parsed as YAML scalars, then the merged mapping is validated by the same model
+as a config file, so a bad value is refused with the field's name before
+anything is created.  Fields that name host paths or load code into the
+privileged plugin are the driver's, never the pod's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, InterposerConfig, load_config, merge
+from .errors import invalid
+
+KUBELET_PREFIX = "csi.storage.k8s.io/"
+POD_NAME = KUBELET_PREFIX + "pod.name"
+POD_NAMESPACE = KUBELET_PREFIX + "pod.namespace"
+POD_UID = KUBELET_PREFIX + "pod.uid"
+EPHEMERAL = KUBELET_PREFIX + "ephemeral"
+
+BACKING_DIR = "backingDir"
+CONFIG = "config"
+
+DRIVER_OWNED = ("control", "extra_layers", "tracing.file", "volume_id", "metrics.prometheus_host")
+"""Config fields a volume may not set: host paths, code to import, listening addresses."""
+
+POD_ENVIRONMENT = {POD_NAME: "K8S_POD_NAME", POD_NAMESPACE: "K8S_NAMESPACE_NAME", POD_UID: "K8S_POD_UID"}
+"""Kubelet's pod attributes, handed to the interposer as the variables its telemetry resource reads."""
+
+
+@dataclass(frozen=True)
+class VolumeAttributes:
+    """What a volume's attributes ask for, validated."""
+
+    config: dict[str, Any]
+    backing_dir: str | None = None
+    ephemeral: bool = False
+    pod_environment: dict[str, str] = field(default_factory=dict)
+
+
+def _scalar(key: str, text: str, origin: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise invalid(f"{origin}[{key}]: not valid YAML: {exc}") from None
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    result: Any = value
+    for part in reversed(dotted.split(".")):
+        result = {part: result}
+    return dict(result)
+
+
+def _owned_field(config: Mapping[str, Any]) -> str | None:
+    for dotted in DRIVER_OWNED:
+        node: Any = config
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return dotted
+    return None
+
+
+def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = True) -> VolumeAttributes:
+    """Validate ``attributes`` (``origin`` names them in errors: volume_context, parameters)."""
+    config: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    backing_dir = None
+    for key, text in sorted(attributes.items()):
+        if key.startswith(KUBELET_PREFIX):
+            continue
+        if key == BACKING_DIR:
+            if not allow_backing:
+                raise invalid(f"{origin}[{BACKING_DIR}]: set by the driver for provisioned volumes")
+            backing_dir = text
+        elif key == CONFIG:
+            loaded = _scalar(key, text, origin)
+            if not isinstance(loaded, dict):
+                raise invalid(f"{origin}[{CONFIG}]: must be a YAML mapping of config fields")
+            config = loaded
+        elif key.split(".")[0] in InterposerConfig.model_fields:
+            overrides = merge(overrides, _nested(key, _scalar(key, text, origin)))
+        else:
+            allowed = ", ".join([BACKING_DIR, CONFIG, *InterposerConfig.model_fields])
+            raise invalid(f"{origin}[{key}]: unknown attribute; allowed: {allowed} (dotted config fields)")
+    config = merge(config, overrides)
+    owned = _owned_field(config)
+    if owned is not None:
+        raise invalid(f"{origin}[{owned}]: set by the driver, not by a volume")
+    try:
+        load_config(None, config)
+    except ConfigError as exc:
+        raise invalid(f"{origin}: {exc}") from None
+    return VolumeAttributes(
+        config=config,
+        backing_dir=backing_dir,
+        ephemeral=attributes.get(EPHEMERAL) == "true",
+        pod_environment={variable: attributes[key] for key, variable in POD_ENVIRONMENT.items() if attributes.get(key)},
+    )

@@ -1,0 +1,225 @@
+"""The Node service: publish a volume as an interposer mount at kubelet's target path.
+
+Publish and unpublish are idempotent: the record of each target path on disk
+says what was done, so a repeated call (or a call after a plugin restart)
+finds the work done and answers OK, and a call that conflicts with it gets
+ALREADY_EXISTS.  Nothing is half-applied: a publish that fails removes what it
+made before it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ..config import merge
+from .attributes import VolumeAttributes, parse
+from .csi_pb2 import (
+    NodeGetCapabilitiesRequest,
+    NodeGetCapabilitiesResponse,
+    NodeGetInfoRequest,
+    NodeGetInfoResponse,
+    NodeGetVolumeStatsRequest,
+    NodeGetVolumeStatsResponse,
+    NodePublishVolumeRequest,
+    NodePublishVolumeResponse,
+    NodeServiceCapability,
+    NodeUnpublishVolumeRequest,
+    NodeUnpublishVolumeResponse,
+    VolumeCondition,
+    VolumeUsage,
+)
+from .errors import CsiError, already_exists, invalid, not_found, required
+from .paths import confine
+from .state import Publication, RecordStore, key_of
+from .supervisor import Supervisor
+from .validation import check_capability
+
+log = logging.getLogger(__name__)
+
+_CAPABILITIES = (NodeServiceCapability.RPC.GET_VOLUME_STATS, NodeServiceCapability.RPC.VOLUME_CONDITION)
+
+
+@dataclass(frozen=True)
+class NodeRoots:
+    """The directories the node service may touch."""
+
+    kubelet: Path
+    """Targets must lie under it."""
+    host: Path | None
+    """Ephemeral volumes' ``backingDir`` is taken from it; unset: only fresh per-volume directories."""
+    volumes: Path
+    """Provisioned volumes' directories (the controller's root)."""
+    state: Path
+    """Records, fresh backing directories, and the interposers' configs and logs."""
+
+
+class NodeService:
+    def __init__(self, node_id: str, roots: NodeRoots, ready_timeout: float, max_volumes: int = 0) -> None:
+        self.node_id = node_id
+        self.roots = roots
+        self.max_volumes = max_volumes
+        self.publications = RecordStore(roots.state / "publications", Publication)
+        self.fresh_root = roots.state / "fresh"
+        self.supervisor = Supervisor(roots.state / "interposers", ready_timeout)
+        self.lock = threading.Lock()
+
+    def NodeGetInfo(self, _request: NodeGetInfoRequest) -> NodeGetInfoResponse:
+        return NodeGetInfoResponse(node_id=self.node_id, max_volumes_per_node=self.max_volumes)
+
+    def NodeGetCapabilities(self, _request: NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse:
+        return NodeGetCapabilitiesResponse(
+            capabilities=[NodeServiceCapability(rpc=NodeServiceCapability.RPC(type=kind)) for kind in _CAPABILITIES]
+        )
+
+    def NodePublishVolume(self, request: NodePublishVolumeRequest) -> NodePublishVolumeResponse:
+        volume_id = required(request.volume_id, "volume_id")
+        target = self._target(request.target_path, "target_path")
+        if not request.HasField("volume_capability"):
+            raise invalid("volume_capability is required")
+        check_capability(request.volume_capability, "volume_capability")
+        context = dict(request.volume_context)
+        attributes = parse(context, "volume_context")
+        with self.lock:
+            existing = self.publications.get(str(target))
+            if existing is not None:
+                if existing.volume_id != volume_id:
+                    raise already_exists(f"target_path {target} already holds volume {existing.volume_id}")
+                if existing.volume_context != context or existing.readonly != request.readonly:
+                    raise already_exists(
+                        f"volume {volume_id} is published at {target} with a different volume_context or readonly"
+                    )
+                if not self.supervisor.condition(existing).abnormal:
+                    return NodePublishVolumeResponse()
+                log.warning("volume %s at %s: interposer gone, starting it again", volume_id, target)
+                self.supervisor.stop(existing)
+                publication = existing
+            else:
+                publication = self._new_publication(volume_id, target, attributes, context, request.readonly)
+            self._start(publication, attributes, created=existing is None)
+        return NodePublishVolumeResponse()
+
+    def NodeUnpublishVolume(self, request: NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse:
+        volume_id = required(request.volume_id, "volume_id")
+        target = self._target(request.target_path, "target_path")
+        with self.lock:
+            publication = self.publications.get(str(target))
+            if publication is None:
+                _remove_mountpoint(target)
+                return NodeUnpublishVolumeResponse()
+            if publication.volume_id != volume_id:
+                raise not_found(f"volume {volume_id} is not published at {target} (it holds {publication.volume_id})")
+            self.supervisor.stop(publication)
+            self._remove(publication)
+        log.info("unpublished volume %s from %s", volume_id, target)
+        return NodeUnpublishVolumeResponse()
+
+    def NodeGetVolumeStats(self, request: NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse:
+        volume_id = required(request.volume_id, "volume_id")
+        path = required(request.volume_path, "volume_path")
+        publication = self.publications.get(os.path.realpath(path))
+        if publication is None or publication.volume_id != volume_id:
+            raise not_found(f"volume {volume_id} is not published at volume_path {path}")
+        condition = self.supervisor.condition(publication)
+        measured = publication.backing if condition.abnormal else publication.target_path
+        stats = os.statvfs(measured)
+        usage = [
+            VolumeUsage(
+                unit=VolumeUsage.BYTES,
+                total=stats.f_blocks * stats.f_frsize,
+                available=stats.f_bavail * stats.f_frsize,
+                used=(stats.f_blocks - stats.f_bfree) * stats.f_frsize,
+            ),
+            VolumeUsage(
+                unit=VolumeUsage.INODES,
+                total=stats.f_files,
+                available=stats.f_favail,
+                used=stats.f_files - stats.f_ffree,
+            ),
+        ]
+        return NodeGetVolumeStatsResponse(
+            usage=usage, volume_condition=VolumeCondition(abnormal=condition.abnormal, message=condition.message)
+        )
+
+    def abnormal_volumes(self) -> list[Publication]:
+        """Publications whose interposer is gone or whose mount does not answer."""
+        return [record for record in self.publications if self.supervisor.condition(record).abnormal]
+
+    def _target(self, text: str, field: str) -> Path:
+        return confine(required(text, field), self.roots.kubelet, field, relative=False)
+
+    def _new_publication(
+        self, volume_id: str, target: Path, attributes: VolumeAttributes, context: dict[str, str], readonly: bool
+    ) -> Publication:
+        if attributes.backing_dir is None:
+            if not attributes.ephemeral:
+                raise invalid("volume_context[backingDir] is required for persistent volumes")
+            backing, fresh = self.fresh_root / key_of(str(target)), True
+        else:
+            root = self.roots.host if attributes.ephemeral else self.roots.volumes
+            if root is None:
+                raise invalid("volume_context[backingDir]: this node allows no host directories (--host-root unset)")
+            backing, fresh = confine(attributes.backing_dir, root, "volume_context[backingDir]", relative=True), False
+            if not backing.is_dir():
+                raise not_found(f"volume_context[backingDir] {attributes.backing_dir!r}: no such directory in {root}")
+        return Publication(
+            volume_id=volume_id,
+            target_path=str(target),
+            backing=str(backing),
+            fresh=fresh,
+            volume_context=context,
+            readonly=readonly,
+        )
+
+    def _start(self, publication: Publication, attributes: VolumeAttributes, *, created: bool) -> None:
+        """Record, then start; on failure undo what this call made and answer with the interposer's own words."""
+        target = Path(publication.target_path)
+        made_target = not target.exists()
+        if publication.fresh:
+            Path(publication.backing).mkdir(mode=0o777, parents=True, exist_ok=True)
+            os.chmod(publication.backing, 0o777)  # any uid in the pod may write; the mode is not umasked
+        target.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.publications.put(publication.target_path, publication)
+        config = merge(attributes.config, self._driver_config(publication))
+        try:
+            started = self.supervisor.start(publication, config, attributes.pod_environment)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            if created:
+                self._remove(publication, remove_target=made_target)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(exc, TimeoutError) else grpc.StatusCode.INTERNAL
+            raise CsiError(code, f"cannot start the interposer for volume {publication.volume_id}: {exc}") from None
+        self.publications.put(publication.target_path, started)
+        log.info("published volume %s at %s (pid %s)", publication.volume_id, target, started.pid)
+
+    def _driver_config(self, publication: Publication) -> dict[str, Any]:
+        """The fields the driver sets: the volume id, read-only, and a span file that goes with the volume."""
+        return {
+            "volume_id": publication.volume_id,
+            "fuse": {"read_only": publication.readonly},
+            "tracing": {"file": str(self.supervisor.files(publication.target_path)[2])},
+        }
+
+    def _remove(self, publication: Publication, *, remove_target: bool = True) -> None:
+        if remove_target:
+            _remove_mountpoint(Path(publication.target_path))
+        if publication.fresh:
+            shutil.rmtree(publication.backing, ignore_errors=True)
+        self.supervisor.forget(publication.target_path)
+        self.publications.delete(publication.target_path)
+
+
+def _remove_mountpoint(target: Path) -> None:
+    """Kubelet leaves removing the target directory to the driver; a non-empty one is left alone."""
+    try:
+        target.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("leaving target %s in place: %s", target, exc.strerror)
