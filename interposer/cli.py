@@ -19,7 +19,7 @@ import click
 from .config import CacheConfig, ConfigError, load_config, read_config_file
 from .control import request, socket_path_for
 from .mounts import is_stale, mount_at, unmount
-from .names import OpName
+from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
 from .runtime import LAYER_ORDER
 
 _CACHE_FLAGS = {f"cache.{name}": "--" + name.replace("_", "-") for name in CacheConfig.model_fields}
@@ -318,7 +318,9 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
 @main.command()
 @click.option("--endpoint", required=True, help="gRPC endpoint, unix:///absolute/path/csi.sock.")
 @click.option(
-    "--node-id", envvar="K8S_NODE_NAME", help="This node's id (node mode) [default: $K8S_NODE_NAME, else the hostname]."
+    "--node-id",
+    envvar=K8S_ENVIRONMENT[RESOURCE_K8S_NODE],
+    help=f"This node's id (node mode) [default: ${K8S_ENVIRONMENT[RESOURCE_K8S_NODE]}, else the hostname].",
 )
 @click.option(
     "--mode",

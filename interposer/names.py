@@ -118,6 +118,15 @@ RESOURCE_K8S_POD_UID = "k8s.pod.uid"
 RESOURCE_K8S_NAMESPACE = "k8s.namespace.name"
 RESOURCE_K8S_NODE = "k8s.node.name"
 
+K8S_ENVIRONMENT = {
+    RESOURCE_K8S_POD: "K8S_POD_NAME",
+    RESOURCE_K8S_POD_UID: "K8S_POD_UID",
+    RESOURCE_K8S_NAMESPACE: "K8S_NAMESPACE_NAME",
+    RESOURCE_K8S_NODE: "K8S_NODE_NAME",
+}
+"""Resource attributes filled from the process's environment: the chart sets K8S_NODE_NAME by the Downward
+API, and the CSI driver sets the pod's variables for each volume's interposer."""
+
 RESOURCE_LABELS = (RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD, RESOURCE_VOLUME_ID, RESOURCE_MOUNTPOINT)
 """Resource attributes that also label every series (one value per mount, so cardinality stays bounded):
 the scrape endpoint adds them, the collector's Prometheus exporter converts them, the dashboards filter by them."""

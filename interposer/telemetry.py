@@ -25,11 +25,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .config import ConfigError, OtlpSection
 from .names import (
+    K8S_ENVIRONMENT,
     RESOURCE_BACKING,
-    RESOURCE_K8S_NAMESPACE,
-    RESOURCE_K8S_NODE,
-    RESOURCE_K8S_POD,
-    RESOURCE_K8S_POD_UID,
     RESOURCE_MOUNTPOINT,
     RESOURCE_VOLUME_ID,
     SERVICE_NAME_DEFAULT,
@@ -38,14 +35,6 @@ from .names import (
 )
 
 log = logging.getLogger(__name__)
-
-_K8S_ENVIRONMENT = {
-    RESOURCE_K8S_POD: "K8S_POD_NAME",
-    RESOURCE_K8S_POD_UID: "K8S_POD_UID",
-    RESOURCE_K8S_NAMESPACE: "K8S_NAMESPACE_NAME",
-    RESOURCE_K8S_NODE: "K8S_NODE_NAME",
-}
-"""Resource attributes filled from the pod's environment (the chart sets these by the Downward API)."""
 
 _OTLP_EXPORTERS = {
     (SIGNAL_TRACES, "grpc"): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
@@ -201,7 +190,7 @@ def build_resource(mountpoint: Path, backing: Path, volume_id: str | None) -> Re
     }
     if volume_id:
         attributes[RESOURCE_VOLUME_ID] = volume_id
-    for attribute, variable in _K8S_ENVIRONMENT.items():
+    for attribute, variable in K8S_ENVIRONMENT.items():
         if os.environ.get(variable):
             attributes[attribute] = os.environ[variable]
     resource = Resource.create(attributes)

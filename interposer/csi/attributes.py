@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..config import ConfigError, InterposerConfig, load_config, merge
+from ..names import K8S_ENVIRONMENT, RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD, RESOURCE_K8S_POD_UID
 from .errors import invalid
 
 KUBELET_PREFIX = "csi.storage.k8s.io/"
@@ -32,7 +33,11 @@ CONFIG = "config"
 DRIVER_OWNED = ("control", "extra_layers", "tracing.file", "volume_id", "metrics.prometheus_host")
 """Config fields a volume may not set: host paths, code to import, listening addresses."""
 
-POD_ENVIRONMENT = {POD_NAME: "K8S_POD_NAME", POD_NAMESPACE: "K8S_NAMESPACE_NAME", POD_UID: "K8S_POD_UID"}
+POD_ENVIRONMENT = {
+    POD_NAME: K8S_ENVIRONMENT[RESOURCE_K8S_POD],
+    POD_NAMESPACE: K8S_ENVIRONMENT[RESOURCE_K8S_NAMESPACE],
+    POD_UID: K8S_ENVIRONMENT[RESOURCE_K8S_POD_UID],
+}
 """Kubelet's pod attributes, handed to the interposer as the variables its telemetry resource reads."""
 
 
