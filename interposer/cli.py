@@ -7,7 +7,6 @@ help text and its validation are defined once, in the config model.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +17,7 @@ import click
 
 from .config import CacheConfig, ConfigError, load_config, read_config_file
 from .control import request, socket_path_for
+from .logs import configure_logging
 from .mounts import is_stale, mount_at, unmount
 from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
 from .runtime import LAYER_ORDER
@@ -75,9 +75,7 @@ def mount(
         config = load_config(config_file, overrides, flags)
     except ConfigError as exc:
         _fail(str(exc))
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_level)
     try:
         prepare_mountpoint(mountpoint, force=force)
         Mount(backing, mountpoint, config).serve()
@@ -375,7 +373,7 @@ def csi(
 
     from .csi.server import serve, socket_path
 
-    logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("info")
     try:
         socket_path(endpoint)
     except ValueError as exc:

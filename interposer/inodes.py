@@ -44,6 +44,7 @@ FOREIGN_INODE_BASE = 1 << 63
 DELETED_SUFFIX = " (deleted)"
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 4096
+_MAX_CACHED_PATHS = 4096
 
 Name = tuple[int, bytes]
 """A directory entry: (parent inode, name)."""
@@ -85,6 +86,9 @@ class InodeTable:
         self._open: OrderedDict[int, Inode] = OrderedDict()
         self._max_open = max(max_open, 16)
         self._handles_supported = True
+        self._paths: dict[int, str] = {}
+        """Resolved paths, emptied by any change of names: tracing and fault rules ask for the same
+        few paths over and over (every read of an open file), and a walk of the parents costs microseconds."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -197,6 +201,7 @@ class InodeTable:
         if entry.lookups > 0:
             return
         del self._entries[ino]
+        self._paths.clear()
         self._open.pop(ino, None)
         for name in entry.names:
             if self._dentries.get(name) == ino:
@@ -215,6 +220,7 @@ class InodeTable:
         if entry is None:
             return
         path = self.path_of_inode(entry.ino)
+        self._paths.clear()
         entry.names.remove((parent, name))
         if not entry.names:
             entry.deleted_path = path
@@ -223,6 +229,7 @@ class InodeTable:
 
     def renamed(self, old: Name, new: Name, exchange: bool) -> None:
         """Move a name; with ``exchange`` the two names swap their objects."""
+        self._paths.clear()
         moved = self._dentries.pop(old, None)
         if exchange:
             other = self._dentries.pop(new, None)
@@ -235,6 +242,16 @@ class InodeTable:
 
     def path_of_inode(self, ino: int) -> str:
         """The path of an inode below the mount root; deleted objects keep their last path, marked."""
+        path = self._paths.get(ino)
+        if path is None:
+            path = self._walk(ino)
+            if path.startswith("/"):  # not an inode the table does not know (yet)
+                if len(self._paths) >= _MAX_CACHED_PATHS:
+                    self._paths.clear()
+                self._paths[ino] = path
+        return path
+
+    def _walk(self, ino: int) -> str:
         parts: list[str] = []
         for _ in range(_MAX_DEPTH):
             if ino == ROOT_INODE:
@@ -283,6 +300,8 @@ class InodeTable:
         previous = self._dentries.get(name)
         if previous == entry.ino:
             return
+        if previous is not None or entry.names or entry.deleted_path is not None:
+            self._paths.clear()  # another name of a known object, or one that was deleted
         if previous is not None:
             stale = self._entries.get(previous)
             if stale is not None and name in stale.names:
@@ -292,6 +311,7 @@ class InodeTable:
         entry.deleted_path = None
 
     def _replace_name(self, ino: int, old: Name, new: Name) -> None:
+        self._paths.clear()
         entry = self._entries.get(ino)
         if entry is None:
             return

@@ -122,8 +122,10 @@ class Mount:
         self.metrics_layer: MetricsLayer | None = None
         observers: dict[str, Layer] = {}
         if config.tracing.enabled:
-            self.tracing = build_tracing(config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), self.health)
-            self.tracing_layer = TracingLayer(self.tracing.processor, resource, config.tracing, self.tracing.ratio)
+            self.tracing = build_tracing(
+                config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), resource, self.health
+            )
+            self.tracing_layer = TracingLayer(self.tracing.sink, config.tracing, self.tracing.ratio)
             observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
@@ -143,6 +145,8 @@ class Mount:
             config.control.socket or socket_path_for(self.mountpoint),
             {"status": self._status, "configure": self._configure, "layer": self._switch, "crash": self._crash},
         )
+        if self.tracing is not None:
+            self.tracing.wait_ready()  # the export process has started meanwhile; its config errors stop us here
 
     async def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
         sections = request.get("sections")
@@ -234,6 +238,8 @@ class Mount:
             await nursery.start(self.control.serve)
             if self.tracing_layer is not None:
                 await nursery.start(self.tracing_layer.sweep)
+            if self.tracing is not None:
+                await nursery.start(self.tracing.run)
             await pyfuse3.main(min_tasks=1, max_tasks=self.config.fuse.max_workers)
             nursery.cancel_scope.cancel()
 

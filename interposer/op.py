@@ -16,7 +16,6 @@ from .names import DIR_HANDLE_OPS, ENTRY_OPS, HANDLE_OPS, OpName
 
 if TYPE_CHECKING:
     import pyfuse3
-    from opentelemetry.trace import SpanContext
 
 
 class PathResolver(Protocol):
@@ -69,8 +68,8 @@ class Op:
     """Set by the fault layer: the kind of fault injected into this request."""
     events: list[tuple[str, dict[str, Any]]] | None = None
     """Set by inner layers: (name, attributes) of things that happened to this request, for its span."""
-    span_context: SpanContext | None = None
-    """Set by the tracing layer before the request runs when its span will be kept: the span's identity."""
+    span_ids: tuple[int, int] | None = None
+    """Set by the tracing layer before the request runs when its span will be kept: its (trace, span) ids."""
     _path: str | None = None
 
     def __init__(self, name: OpName, resolver: PathResolver, ctx: pyfuse3.RequestContext | None = None) -> None:

@@ -69,12 +69,13 @@ def signal_variable(signal: str, setting: str) -> tuple[str, str]:
 
 
 class TelemetryHealth(logging.Filter):
-    """Counts dropped spans and failed exports, and lets one SDK complaint through per interval.
+    """Counts dropped spans and failed exports, and lets one complaint through per interval.
 
     Exports are counted exactly by wrapping the exporters (``CountingSpanExporter``,
     ``CountingMetricExporter``); the queue-full drops only show in the SDK's log,
     one line per span, which this filter counts and thins so a dead collector
-    costs a log line per interval, not a flood.
+    costs a log line per interval, not a flood.  The mount's span export runs in
+    its own process (``tracing.shipper``), which reports its counts here.
     """
 
     def __init__(self, interval: float = 10.0) -> None:
@@ -93,6 +94,17 @@ class TelemetryHealth(logging.Filter):
         for name in _SDK_LOGGERS:
             logging.getLogger(name).removeFilter(self)
 
+    def due(self, key: str) -> bool:
+        """Whether a complaint of this kind may be logged now: one per ``interval``."""
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        self._last[key] = now
+        return True
+
+    def summary(self) -> str:
+        return f"so far: {self.dropped_spans} spans dropped, export failures: {self.export_failures}"
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
@@ -104,11 +116,9 @@ class TelemetryHealth(logging.Filter):
             key = "export"
         else:
             return True
-        now = time.monotonic()
-        if now - self._last.get(key, -self.interval) < self.interval:
+        if not self.due(key):
             return False
-        self._last[key] = now
-        record.msg = f"{message} (so far: {self.dropped_spans} spans dropped, export failures: {self.export_failures})"
+        record.msg = f"{message} ({self.summary()})"
         record.args = ()
         return True
 

@@ -38,7 +38,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
 
 from ..names import Instrument
 
@@ -55,10 +54,10 @@ class Series:
         self.total = 0.0
         self.minimum = math.inf
         self.maximum = -math.inf
-        self.exemplars: list[tuple[float, int, SpanContext] | None] = [None] * (len(bounds) + 1)
+        self.exemplars: list[tuple[float, int, tuple[int, int]] | None] = [None] * (len(bounds) + 1)
 
-    def add(self, value: float, span: SpanContext | None = None) -> None:
-        """Count one measurement; ``span`` is the sampled span it belongs to, kept as the bucket's exemplar."""
+    def add(self, value: float, span: tuple[int, int] | None = None) -> None:
+        """Count one measurement; ``span``, the (trace, span) ids of its sampled span, is the bucket's exemplar."""
         index = bisect.bisect_left(self.bounds, value)
         self.counts[index] += 1
         self.total += value
@@ -72,7 +71,7 @@ class Series:
         counts = list(self.counts)  # one step, so the bucket counts are consistent with each other
         total, minimum, maximum = self.total, self.minimum, self.maximum
         exemplars = [
-            Exemplar({}, value, at, span.span_id, span.trace_id)
+            Exemplar({}, value, at, span[1], span[0])
             for value, at, span in filter(None, list(self.exemplars))
             if since is None or at >= start
         ]

@@ -101,11 +101,11 @@ class MetricsLayer:
             result = await call_next(op)
         except BaseException as error:
             active[name] -= 1
-            self._failure_series(name, error).add(perf_counter() - start, op.span_context)
+            self._failure_series(name, error).add(perf_counter() - start, op.span_ids)
             self._account(op, failed=True)
             raise
         active[name] -= 1
-        self._succeeded[name].add(perf_counter() - start, op.span_context)
+        self._succeeded[name].add(perf_counter() - start, op.span_ids)
         if name in _ACCOUNTED or op.fault is not None or op.events is not None:
             self._account(op, failed=False)
         return result

@@ -17,10 +17,11 @@ configured ratio.  An operation outside a sampled segment is still kept if it
 failed or a fault was injected into it; its parent span is then created on
 demand, so a kept span always has its parent.  The decision is made when the
 operation ends, before anything is built: a dropped operation costs two clock
-reads and a few counters.  A kept operation is handed to the batch processor as
-a finished ``ReadableSpan`` of the SDK, which costs a fraction of a live span
-(measured: docs/performance.md).  Parent spans too: while a segment is open
-only its ids exist; the span is emitted, with its summary, when it ends.
+reads and a few counters.  A kept operation becomes a record of plain values
+(``records``) handed to the span sink; SDK spans are built from it in the
+export process, off the request thread (docs/performance.md).  Parent spans
+too: while a segment is open only its ids exist; its record, with the
+summary, is handed over when it ends.
 
 Being the outermost layer, a span covers throttle waits and injected faults;
 layers inside report those through ``op.events`` and ``op.fault``.
@@ -28,37 +29,22 @@ layers inside report those through ``op.events`` and ``op.fault``.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import traceback
-from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import trio
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
-from .. import __version__
 from ..config import TracingConfig
-from ..errnos import errno_of, errno_symbol
+from ..errnos import errno_of
 from ..names import (
     ATTR_COMMAND,
-    ATTR_DELETED,
-    ATTR_ERRNO,
-    ATTR_ERROR_TYPE,
-    ATTR_FAULT,
     ATTR_FILE_INODE,
     ATTR_FILE_PATH,
     ATTR_FLAGS,
-    ATTR_GID,
     ATTR_HANDLE,
-    ATTR_NEW_PATH,
-    ATTR_OFFSET,
-    ATTR_OPERATION,
-    ATTR_OTHER_PATHS,
     ATTR_PID,
     ATTR_SEGMENT,
     ATTR_SESSION_BYTES_READ,
@@ -66,38 +52,53 @@ from ..names import (
     ATTR_SESSION_ERRORS,
     ATTR_SESSION_OPERATIONS,
     ATTR_SESSION_OPS_PREFIX,
-    ATTR_SIZE,
-    ATTR_TRANSFERRED,
     ATTR_UID,
     DIR_HANDLE_OPS,
     HANDLE_OPS,
     SPAN_ACTIVITY,
     SPAN_DIRECTORY_SESSION,
     SPAN_FILE_SESSION,
-    SPAN_NAMES,
     OpName,
 )
 from ..op import Op
 from ..pipeline import NextCall
 from ..processes import ProcessNames
+from .records import Events, operation_record, session_record
 
-_DELETED_SUFFIX = " (deleted)"
-_SIZED = frozenset({OpName.READ, OpName.WRITE, OpName.SETATTR, OpName.SETXATTR, OpName.READDIR})
-_RENAMING = frozenset({OpName.RENAME, OpName.LINK})
 _FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_UNSET = Status(StatusCode.UNSET)
+_OP_NAMES = {op: op.value for op in OpName}
+"""Plain strings: the records are marshalled, which takes no str subclass."""
+_getrandbits = random.getrandbits
+_clock = time.time_ns
+"""One clock for span times, idle gaps and segment ages: a span's times are wall-clock ns anyway."""
+
+
+class SpanSink(Protocol):
+    """Where kept records go (``shipper.SpanShipper``); ``add`` must never block."""
+
+    def add(self, record: tuple[Any, ...]) -> None: ...
+
+
+def _new_id(bits: int) -> int:
+    """A random non-zero trace (128 bits) or span (64 bits) id, as the W3C trace context requires."""
+    while True:
+        value = _getrandbits(bits)
+        if value:
+            return value
 
 
 class Group:
     """A parent span (created when first needed) and the summary of its current segment."""
 
     __slots__ = (
+        "_command",
         "bytes_read",
         "bytes_written",
         "counts",
+        "deadline",
         "errors",
         "handle",
+        "ids",
         "inflight",
         "last_active",
         "link",
@@ -107,9 +108,7 @@ class Group:
         "pid",
         "sampled",
         "segment",
-        "span_context",
         "started",
-        "started_ns",
     )
 
     def __init__(self, name: str, pid: int, opener: Op | None) -> None:
@@ -118,28 +117,34 @@ class Group:
         self.opener = opener
         self.handle = -1
         self.segment = -1
-        self.span_context: SpanContext | None = None
-        self.link: Link | None = None
+        self.ids: tuple[int, int] | None = None
+        self.link: tuple[int, int] | None = None
         self.sampled = False
-        self.inflight = 0
-        self.last_active = self.started = 0.0
-        self.started_ns = 0
+        self.inflight = self.last_active = self.started = self.deadline = 0
+        """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
         self.operations = self.errors = self.bytes_read = self.bytes_written = 0
-        self.counts: Counter[str] = Counter()
+        self.counts: dict[str, int] = {}
+        self._command: str | None = None
+
+    def command(self, names: ProcessNames) -> str:
+        """The command name of the group's process, looked up once."""
+        if self._command is None:
+            self._command = names[self.pid]
+        return self._command
 
 
 class TracingLayer:
     """Outermost layer: times every operation, whatever the inner layers do to it."""
 
-    def __init__(self, processor: SpanProcessor, resource: Resource, config: TracingConfig, ratio: float) -> None:
-        self._processor = processor
-        self._resource = resource
-        self._scope = InstrumentationScope("interposer", __version__)
-        self._ids = RandomIdGenerator()
+    def __init__(self, sink: SpanSink, config: TracingConfig, ratio: float) -> None:
+        self._sink = sink
         self._ratio = ratio
         self._idle_gap = config.activity_idle_gap
+        self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
         self._max_seconds = config.segment_max_seconds
+        self._max_ns = int(config.segment_max_seconds * 1e9)
         self._max_operations = config.segment_max_operations
+        self._span_ids = itertools.count(_new_id(62))
         self._files: dict[int, Group] = {}
         self._dirs: dict[int, Group] = {}
         self._activities: dict[int, Group] = {}
@@ -148,30 +153,28 @@ class TracingLayer:
         self.sampled_out = 0
 
     async def __call__(self, op: Op, call_next: NextCall) -> Any:
-        now = time.monotonic()
-        group = self._group_for(op, now)
-        if group.segment < 0 or group.operations >= self._max_operations or now - group.started >= self._max_seconds:
-            self._new_segment(group, now)
-        group.last_active = now
+        start = _clock()
+        group = self._group_for(op, start)
+        if group.operations >= self._max_operations or start >= group.deadline:
+            self._new_segment(group, start)
+        group.last_active = start
         group.inflight += 1
-        parent = None
-        if group.sampled:  # the span will be kept: its identity exists from the start, for inner layers
-            parent = self._parent_span(group)
-            op.span_context = SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
-        start = time.time_ns()
-        error: BaseException | None = None
+        parent = group.ids if group.sampled else None
+        if parent is not None:  # the span will be kept: its identity exists from the start, for inner layers
+            op.span_ids = (parent[0], next(self._span_ids))
         try:
-            return await call_next(op)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
+            result = await call_next(op)
+        except BaseException as error:
             group.inflight -= 1
-            self._finish(op, group, parent, start, time.time_ns(), error)
+            self._finish(op, group, parent, start, error)
+            raise
+        group.inflight -= 1
+        self._finish(op, group, parent, start, None)
+        return result
 
     # -- groups ------------------------------------------------------------------------
 
-    def _group_for(self, op: Op, now: float) -> Group:
+    def _group_for(self, op: Op, now: int) -> Group:
         name = op.name
         if name in HANDLE_OPS:
             group = self._files.get(op.fh)
@@ -186,7 +189,7 @@ class TracingLayer:
         elif name is OpName.OPENDIR:
             return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
         group = self._activities.get(op.pid)
-        if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap:
+        if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
             self._end_segment(group)
             group = None
         if group is None:
@@ -194,30 +197,29 @@ class TracingLayer:
             self._activities[op.pid] = group
         return group
 
-    def _new_segment(self, group: Group, now: float) -> None:
+    def _new_segment(self, group: Group, now: int) -> None:
         self._end_segment(group)
         group.segment += 1
         group.started = now
-        group.started_ns = time.time_ns()
+        group.deadline = now + self._max_ns
         group.sampled = random.random() < self._ratio
         if group.sampled:
             self._parent_span(group)
 
-    def _parent_span(self, group: Group) -> SpanContext:
-        """The identity of the group's span for this segment, allotted on first need.
+    def _parent_span(self, group: Group) -> tuple[int, int]:
+        """The (trace, span) ids of the group's span for this segment, allotted on first need.
 
-        The span itself is emitted, finished, when the segment ends: until then
-        only its ids exist, which is all its children need.
+        The span itself is handed over, finished, when the segment ends: until
+        then only its ids exist, which is all its children need.
         """
-        if group.span_context is None:
-            ids = self._ids
-            group.span_context = SpanContext(ids.generate_trace_id(), ids.generate_span_id(), False, _SAMPLED)
-        return group.span_context
+        if group.ids is None:
+            group.ids = (_new_id(128), next(self._span_ids))
+        return group.ids
 
     def _end_segment(self, group: Group) -> None:
-        context = group.span_context
-        if context is not None:
-            attributes: dict[str, Any] = {ATTR_PID: group.pid, ATTR_COMMAND: self._commands[group.pid]}
+        ids = group.ids
+        if ids is not None:
+            attributes: dict[str, Any] = {ATTR_PID: group.pid, ATTR_COMMAND: group.command(self._commands)}
             opener = group.opener
             if opener is not None:
                 attributes |= {
@@ -237,38 +239,27 @@ class TracingLayer:
             }
             for kind, count in group.counts.items():
                 attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
-            failed = Status(StatusCode.ERROR, f"{group.errors} failed operations") if group.errors else _UNSET
-            self._processor.on_end(
-                ReadableSpan(
-                    name=group.name,
-                    context=context,
-                    resource=self._resource,
-                    attributes=attributes,
-                    links=() if group.link is None else (group.link,),
-                    status=failed,
-                    start_time=group.started_ns,
-                    end_time=time.time_ns(),
-                    instrumentation_scope=self._scope,
-                )
-            )
-            group.link = Link(context)
-            group.span_context = None
+            times = (group.started, _clock())
+            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors))
+            group.link = ids
+            group.ids = None
         group.operations = group.errors = group.bytes_read = group.bytes_written = 0
-        group.counts = Counter()
+        group.counts = {}
 
     # -- operations --------------------------------------------------------------------
 
     def _finish(
-        self, op: Op, group: Group, parent: SpanContext | None, start: int, end: int, error: BaseException | None
+        self, op: Op, group: Group, parent: tuple[int, int] | None, start: int, error: BaseException | None
     ) -> None:
-        """Account the operation to its group and emit its span if kept.
+        """Account the operation to its group and hand over its record if kept.
 
         ``parent`` is the segment the operation started in, if that was sampled;
         the group may have moved on to a new segment since.
         """
         name = op.name
         group.operations += 1
-        group.counts[name] += 1
+        counts = group.counts
+        counts[name] = counts.get(name, 0) + 1
         if error is not None:
             group.errors += 1
         elif name is OpName.READ:
@@ -276,7 +267,7 @@ class TracingLayer:
         elif name is OpName.WRITE:
             group.bytes_written += op.transferred
         if parent is not None or group.sampled or error is not None or op.fault is not None:
-            self._emit(op, group, parent or self._parent_span(group), start, end, error)
+            self._emit(op, group, parent or self._parent_span(group), start, error)
             self.kept += 1
         else:
             self.sampled_out += 1
@@ -289,58 +280,38 @@ class TracingLayer:
         elif name is OpName.RELEASEDIR:
             self._closed(self._dirs, op.fh)
 
-    def _emit(
-        self, op: Op, group: Group, parent: SpanContext, start: int, end: int, error: BaseException | None
-    ) -> None:
-        attributes = self._attributes(op, group)
-        status = _UNSET
-        events = [Event(event, event_attributes, end) for event, event_attributes in op.events or ()]
-        if error is not None:
-            status = _failure(error, attributes, events, end)
-        context = op.span_context or SpanContext(parent.trace_id, self._ids.generate_span_id(), False, _SAMPLED)
-        span = ReadableSpan(
-            name=SPAN_NAMES[op.name],
-            context=context,
-            parent=parent,
-            resource=self._resource,
-            attributes=attributes,
-            events=events,
-            status=status,
-            start_time=start,
-            end_time=end,
-            instrumentation_scope=self._scope,
-        )
-        self._processor.on_end(span)
-
-    def _attributes(self, op: Op, group: Group) -> dict[str, Any]:
+    def _emit(self, op: Op, group: Group, parent: tuple[int, int], start: int, error: BaseException | None) -> None:
+        end = _clock()
         name = op.name
-        path = op.path
-        attributes: dict[str, Any] = {ATTR_OPERATION: name.value, ATTR_FILE_PATH: path}
-        if path.endswith(_DELETED_SUFFIX):
-            attributes[ATTR_DELETED] = True
-        if op.inode:
-            attributes[ATTR_FILE_INODE] = op.inode
-        if op.fh >= 0:
-            attributes[ATTR_HANDLE] = op.fh
-        if name in _SIZED:
-            attributes[ATTR_OFFSET] = op.offset
-            attributes[ATTR_SIZE] = op.size
-        if op.transferred:
-            attributes[ATTR_TRANSFERRED] = op.transferred
-        if name in _RENAMING:
-            attributes[ATTR_NEW_PATH] = op.new_path
-            if name is OpName.LINK:
-                attributes[ATTR_OTHER_PATHS] = op.resolver.paths_of_inode(op.inode)
-        if op.fault is not None:
-            attributes[ATTR_FAULT] = op.fault
         # pyfuse3 gives handle operations no caller: they belong to the process that opened the handle.
         caller = op if op.pid or group.opener is None else group.opener
-        if caller.pid:
-            attributes[ATTR_PID] = caller.pid
-            attributes[ATTR_UID] = caller.uid
-            attributes[ATTR_GID] = caller.gid
-            attributes[ATTR_COMMAND] = self._commands[caller.pid]
-        return attributes
+        pid = caller.pid
+        ids = op.span_ids
+        failure: tuple[int, str | None, str | None] = (0, None, None)
+        events = op.events
+        if error is not None:
+            failure, events = _failure(error, events)
+        self._sink.add(
+            operation_record(
+                _OP_NAMES[name],
+                (parent[0], next(self._span_ids) if ids is None else ids[1], parent[1]),
+                (start, end),
+                (op.path, op.inode, op.fh, op.offset, op.size, op.transferred),
+                (
+                    op.new_path if name is OpName.RENAME or name is OpName.LINK else None,
+                    op.resolver.paths_of_inode(op.inode) if name is OpName.LINK else None,
+                ),
+                (pid, caller.uid, caller.gid, self._command(pid, group)),
+                failure,
+                op.fault,
+                events,
+            )
+        )
+
+    def _command(self, pid: int, group: Group) -> str:
+        if not pid:
+            return ""
+        return group.command(self._commands) if pid == group.pid else self._commands[pid]
 
     def _opened(self, table: dict[int, Group], op: Op, group: Group, error: BaseException | None) -> None:
         if error is not None:
@@ -362,13 +333,13 @@ class TracingLayer:
         interval = min(self._idle_gap, self._max_seconds) / 2
         while True:
             await trio.sleep(interval)
-            now = time.monotonic()
+            now = _clock()
             for pid, group in list(self._activities.items()):
-                if group.inflight == 0 and now - group.last_active > self._idle_gap:
+                if group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
                     self._end_segment(group)
                     del self._activities[pid]
             for group in (*self._files.values(), *self._dirs.values()):
-                if group.span_context is not None and group.inflight == 0 and now - group.started >= self._max_seconds:
+                if group.ids is not None and group.inflight == 0 and now >= group.deadline:
                     self._end_segment(group)  # the handle's next operation starts the next segment
 
     def close(self) -> None:
@@ -379,18 +350,18 @@ class TracingLayer:
             table.clear()
 
 
-def _failure(error: BaseException, attributes: dict[str, Any], events: list[Event], when: int) -> Status:
-    """Record a failure on a span's attributes (and, for a defect, an exception event); return its status."""
-    attributes[ATTR_ERRNO] = errno_of(error)
+def _failure(error: BaseException, events: Events) -> tuple[tuple[int, str | None, str | None], Events]:
+    """An operation's failure as (errno, error type, message), and its events with, for a defect, the exception.
+
+    An OSError's error type is its errno's symbol, named where the span is built.
+    """
+    code = errno_of(error)
     if isinstance(error, OSError):
-        attributes[ATTR_ERROR_TYPE] = errno_symbol(attributes[ATTR_ERRNO])
-        return Status(StatusCode.ERROR, error.strerror or attributes[ATTR_ERROR_TYPE])
-    attributes[ATTR_ERROR_TYPE] = type(error).__qualname__
-    stack = "".join(traceback.format_exception(error))
+        return (code, None, error.strerror), events
+    kind = type(error).__qualname__
     details = {
-        "exception.type": type(error).__qualname__,
+        "exception.type": kind,
         "exception.message": str(error),
-        "exception.stacktrace": stack,
+        "exception.stacktrace": "".join(traceback.format_exception(error)),
     }
-    events.append(Event("exception", details, when))
-    return Status(StatusCode.ERROR, str(error) or type(error).__qualname__)
+    return (code, kind, str(error) or kind), [*(events or ()), ("exception", details)]

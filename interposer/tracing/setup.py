@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+import trio
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from ..config import TracingConfig
 from ..names import SIGNAL_TRACES
-from ..telemetry import CountingSpanExporter, TelemetryHealth, env, otlp_exporter, signal_variable
+from ..telemetry import TelemetryHealth, env, otlp_exporter, signal_variable
+from .shipper import SpanShipper
 from .spanfile import SpanFileExporter
 
 log = logging.getLogger(__name__)
@@ -24,16 +27,32 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TracingSetup:
-    """What the mount keeps of the tracing pipeline: where kept spans go, at which ratio."""
+    """What the mount keeps of the tracing pipeline: where kept records go, at which ratio."""
 
-    processor: SpanProcessor
+    sink: SpanShipper | DiscardingSink
     ratio: float
     exporter_name: str
-    destination: str
+
+    @property
+    def destination(self) -> str:
+        return self.sink.destination
+
+    def wait_ready(self) -> None:
+        """Wait until the export process runs; its configuration errors are raised here, before mounting."""
+        if isinstance(self.sink, SpanShipper):
+            self.sink.wait_ready()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep records moving to the export process while the mount serves."""
+        if isinstance(self.sink, SpanShipper):
+            await self.sink.run(task_status)
+        else:
+            task_status.started()
 
     def shutdown(self) -> None:
-        """Export what is queued and stop the export thread."""
-        self.processor.shutdown()
+        """Export what is held and stop the export process."""
+        if isinstance(self.sink, SpanShipper):
+            self.sink.close()
 
 
 def sample_ratio(config: TracingConfig) -> float:
@@ -63,25 +82,31 @@ def exporter_kind(config: TracingConfig) -> str:
     return "file"
 
 
-def build_tracing(config: TracingConfig, default_file: Path, health: TelemetryHealth) -> TracingSetup:
-    """A bounded batch processor in front of the exporter; the tracing layer decides what is kept."""
-    kind = exporter_kind(config)
-    exporter: SpanExporter | None
+def build_exporter(kind: str, config: TracingConfig, default_file: Path) -> tuple[SpanExporter, str]:
+    """The exporter for 'otlp' or 'file', and where it sends; run in the export process."""
     if kind == "otlp":
+        exporter: SpanExporter
         exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
-    elif kind == "file":
-        path = config.file or default_file
-        exporter, destination = SpanFileExporter(path, config.file_max_bytes), str(path)
-    else:
-        exporter, destination = None, "nowhere"
-    processor: SpanProcessor
-    if exporter is None:
-        processor = SpanProcessor()
-    else:
-        processor = BatchSpanProcessor(
-            CountingSpanExporter(exporter, health),
-            max_queue_size=config.max_queue_size,
-            schedule_delay_millis=config.export_delay * 1000,
-            max_export_batch_size=min(512, config.max_queue_size),
-        )
-    return TracingSetup(processor, sample_ratio(config), kind, destination)
+        return exporter, destination
+    path = config.file or default_file
+    return SpanFileExporter(path, config.file_max_bytes), str(path)
+
+
+class DiscardingSink:
+    """The sink of the 'none' exporter: the layer still samples and counts, nothing leaves."""
+
+    destination = "nowhere"
+
+    def add(self, record: tuple[Any, ...]) -> None:
+        return None
+
+
+def build_tracing(
+    config: TracingConfig, default_file: Path, resource: Resource, health: TelemetryHealth
+) -> TracingSetup:
+    """Start the export process (unless spans go nowhere); ``TracingSetup.wait_ready`` hears how it went."""
+    kind = exporter_kind(config)
+    sink = DiscardingSink() if kind == "none" else SpanShipper(kind, config, default_file, resource, health)
+    if isinstance(sink, SpanShipper):
+        sink.start()
+    return TracingSetup(sink, sample_ratio(config), kind)
