@@ -59,13 +59,14 @@ def wait_until_idle(mount: MountProcess, quiet: float = 0.3, timeout: float = 15
 @click.command()
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks the harness, not the speed.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--only", multiple=True, type=click.Choice(MEASURED), help="Run only these workloads.")
 @click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("benchmarks/results/overhead.json"),
     show_default=True,
 )
-def main(quick: bool, repeats: int, output: Path) -> None:
+def main(quick: bool, repeats: int, only: tuple[str, ...], output: Path) -> None:
     """The bare mount against metrics alone and tracing alone at 100% and at 1%."""
     settings = Settings.quick() if quick else Settings()
     base = Path(tempfile.mkdtemp(prefix="interposer-overhead-", dir="/dev/shm"))
@@ -81,7 +82,7 @@ def main(quick: bool, repeats: int, output: Path) -> None:
                 work / "backing", work / "mnt", ["--config", str(work / "config.yaml")], log=(work / "log").open("wb")
             ).start()
         try:
-            for workload in (w for w in WORKLOADS if w.name in MEASURED):
+            for workload in (w for w in WORKLOADS if w.name in (only or MEASURED)):
                 runs: dict[str, list[float]] = {name: [] for name in VARIANTS}
                 for _ in range(repeats):
                     for name, mount in mounts.items():

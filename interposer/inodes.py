@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from collections import OrderedDict
 
 import pyfuse3
@@ -53,7 +54,7 @@ Name = tuple[int, bytes]
 class Inode:
     """One object the kernel knows, with the names it was seen under (first = primary)."""
 
-    __slots__ = ("backing_ino", "deleted_path", "dev", "fd", "handle", "ino", "lookups", "names")
+    __slots__ = ("backing_ino", "deleted_path", "dev", "fd", "handle", "ino", "is_dir", "lookups", "names")
 
     def __init__(self, ino: int, st: os.stat_result) -> None:
         self.ino = ino
@@ -61,6 +62,7 @@ class Inode:
         self.handle: bytes | None = None
         self.dev = st.st_dev
         self.backing_ino = st.st_ino
+        self.is_dir = stat.S_ISDIR(st.st_mode)
         self.lookups = 0
         self.names: list[Name] = []
         self.deleted_path: str | None = None
@@ -201,7 +203,7 @@ class InodeTable:
         if entry.lookups > 0:
             return
         del self._entries[ino]
-        self._paths.clear()
+        self._forget_path(entry)
         self._open.pop(ino, None)
         for name in entry.names:
             if self._dentries.get(name) == ino:
@@ -220,7 +222,7 @@ class InodeTable:
         if entry is None:
             return
         path = self.path_of_inode(entry.ino)
-        self._paths.clear()
+        self._forget_path(entry)
         entry.names.remove((parent, name))
         if not entry.names:
             entry.deleted_path = path
@@ -289,6 +291,13 @@ class InodeTable:
         self._entries.clear()
         self._open.clear()
         os.close(self._mount_fd)
+
+    def _forget_path(self, entry: Inode) -> None:
+        """An entry's name changed: its cached path goes, and a directory's takes its descendants' with it."""
+        if entry.is_dir:
+            self._paths.clear()
+        else:
+            self._paths.pop(entry.ino, None)
 
     def _live_name(self, entry: Inode) -> Name | None:
         for name in entry.names:

@@ -9,9 +9,10 @@ The mount (``shipper.SpanShipper``) starts it with one end of a
 
 It answers with where spans go (or the error that stops it), then with its
 cumulative counts of dropped spans and failed exports whenever they change.
-The spans are built here and handed to the SDK's batch processor, whose
-bounded queue and exporter are the same as in any OTel program; so all the
-cost of a kept span except its record is paid outside the mount's process.
+So all the cost of a kept span except its record is paid outside the mount's
+process.  The span file is written straight from the records; for OTLP the
+spans are built as the SDK's and go through its batch processor, whose
+bounded queue and exporters are the same as in any OTel program.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import marshal
 import os
 import socket
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
@@ -35,17 +37,105 @@ from .. import __version__
 from ..config import ConfigError, TracingConfig
 from ..logs import configure_logging
 from ..names import SIGNAL_TRACES
-from ..telemetry import CountingSpanExporter, TelemetryHealth
-from .records import to_span
-from .setup import build_exporter
+from ..telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
+from .records import SpanData, span_data, to_span
 from .shipper import MAX_MESSAGE
+from .spanfile import SpanFile
 
 log = logging.getLogger(__name__)
 
+SCOPE = ("interposer", __version__)
+"""The instrumentation scope of every span."""
 REPORT_INTERVAL = 0.5
 """Seconds between reports of changed counts, when no batch arrives to prompt one."""
+MAX_BATCH = 512
+"""Spans per export (per line of the span file)."""
 NICENESS = 19
 """Spans wait when the CPU is short, I/O does not."""
+
+
+class Export(Protocol):
+    """Where the spans go: handed spans as they come, asked to catch up now and then, closed once."""
+
+    def add(self, spans: list[SpanData]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileExport:
+    """Span file lines of up to ``MAX_BATCH`` spans, written at least every ``export_delay``."""
+
+    def __init__(self, file: SpanFile, config: TracingConfig, health: TelemetryHealth) -> None:
+        self._file = file
+        self._delay = config.export_delay
+        self._limit = config.max_queue_size
+        self._health = health
+        self._pending: list[SpanData] = []
+        self._since = 0.0
+
+    def add(self, spans: list[SpanData]) -> None:
+        if not self._pending:
+            self._since = time.monotonic()
+        room = self._limit - len(self._pending)
+        if len(spans) > room:
+            self._health.dropped_spans += len(spans) - room
+            spans = spans[:room]
+        self._pending.extend(spans)
+        if len(self._pending) >= MAX_BATCH:
+            self._write()
+
+    def tick(self) -> None:
+        if self._pending and time.monotonic() - self._since >= self._delay:
+            self._write()
+
+    def close(self) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), MAX_BATCH):
+            if not self._file.write(pending[start : start + MAX_BATCH]):
+                self._health.export_failures[SIGNAL_TRACES] += 1
+                if self._health.due("export"):
+                    log.warning("cannot write the span file %s (%s)", self._file.path, self._health.summary())
+
+
+class SdkExport:
+    """The SDK's spans through its batch processor (bounded queue, export thread) to an SDK exporter."""
+
+    def __init__(self, processor: SpanProcessor, resource: Resource) -> None:
+        self._processor = processor
+        self._resource = resource
+        self._scope = InstrumentationScope(*SCOPE)
+
+    def add(self, spans: list[SpanData]) -> None:
+        for span in spans:
+            self._processor.on_end(to_span(span, self._resource, self._scope))
+
+    def tick(self) -> None:
+        return None  # the processor's own thread exports on its schedule
+
+    def close(self) -> None:
+        self._processor.shutdown()
+
+
+def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str, float]:
+    """The export the mount asked for, where it sends, and how often it must be ticked."""
+    config = TracingConfig.model_validate_json(setup["config"])
+    if setup["kind"] == "file":
+        path = config.file or Path(setup["default_file"])
+        file = SpanFile(path, config.file_max_bytes, setup["resource"], SCOPE)
+        return FileExport(file, config, health), str(path), min(config.export_delay, REPORT_INTERVAL)
+    exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
+    processor = BatchSpanProcessor(
+        CountingSpanExporter(exporter, health),
+        max_queue_size=config.max_queue_size,
+        schedule_delay_millis=config.export_delay * 1000,
+        max_export_batch_size=min(MAX_BATCH, config.max_queue_size),
+    )
+    return SdkExport(processor, Resource(setup["resource"], setup["schema_url"])), destination, REPORT_INTERVAL
 
 
 def _report(channel: socket.socket, message: dict[str, Any]) -> None:
@@ -61,24 +151,15 @@ def serve(channel: socket.socket) -> int:
     health = TelemetryHealth()
     health.install()
     try:
-        config = TracingConfig.model_validate_json(setup["config"])
-        exporter, destination = build_exporter(setup["kind"], config, Path(setup["default_file"]))
+        export, destination, tick = _build(setup, health)
     except (ConfigError, ValidationError, OSError) as exc:
         _report(channel, {"error": str(exc)})
         return 2
-    processor: SpanProcessor = BatchSpanProcessor(
-        CountingSpanExporter(exporter, health),
-        max_queue_size=config.max_queue_size,
-        schedule_delay_millis=config.export_delay * 1000,
-        max_export_batch_size=min(512, config.max_queue_size),
-    )
     _report(channel, {"destination": destination})
-    resource = Resource(setup["resource"], setup["schema_url"])
-    scope = InstrumentationScope("interposer", __version__)
     buffer = bytearray(MAX_MESSAGE)
     view = memoryview(buffer)
     reported = (0, 0)
-    channel.settimeout(REPORT_INTERVAL)
+    channel.settimeout(tick)
     try:
         while True:
             try:
@@ -90,14 +171,14 @@ def serve(channel: socket.socket) -> int:
             if flags & socket.MSG_TRUNC:
                 log.error("a batch of span records larger than %d bytes was cut off and dropped", MAX_MESSAGE)
             elif size > 0:
-                for record in marshal.loads(view[:size]):
-                    processor.on_end(to_span(record, resource, scope))
+                export.add([span_data(record) for record in marshal.loads(view[:size])])
+            export.tick()
             counts = (health.dropped_spans, health.export_failures[SIGNAL_TRACES])
             if counts != reported:
                 _report(channel, {"dropped": counts[0], "failures": counts[1]})
                 reported = counts
     finally:
-        processor.shutdown()
+        export.close()
     return 0
 
 

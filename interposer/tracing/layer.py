@@ -243,8 +243,9 @@ class TracingLayer:
             self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors))
             group.link = ids
             group.ids = None
-        group.operations = group.errors = group.bytes_read = group.bytes_written = 0
-        group.counts = {}
+        if group.operations:
+            group.operations = group.errors = group.bytes_read = group.bytes_written = 0
+            group.counts = {}
 
     # -- operations --------------------------------------------------------------------
 

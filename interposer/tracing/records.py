@@ -10,12 +10,12 @@ turns it into a span with the attributes the issue asks for
 (docs/performance.md).
 
 The layouts are positional, for speed; ``operation_record`` and
-``session_record`` are the only writers, ``to_span`` the only reader.
+``session_record`` are the only writers, ``span_data`` the only reader.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -96,17 +96,34 @@ def session_record(
     return (SESSION, name, ids, link, times, attributes, errors)
 
 
-def to_span(record: tuple[Any, ...], resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    """The SDK span a record stands for."""
+class SpanData(NamedTuple):
+    """A finished span in plain values: what both the span file and the SDK's exporters are fed from."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int
+    """0 for a root span."""
+    start: int
+    end: int
+    attributes: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    """(name, attributes), all at the span's end."""
+    link: tuple[int, int] | None
+    """(trace, span) ids of the previous segment of the same parent span."""
+    failure: str | None
+    """The status message of a failed span; None: status unset."""
+
+
+def span_data(record: tuple[Any, ...]) -> SpanData:
+    """The span a record stands for, with the attributes the tracing issue asks for (docs/tracing.md)."""
     if record[0] == SESSION:
-        return _session_span(record, resource, scope)
-    return _operation_span(record, resource, scope)
-
-
-def _operation_span(record: tuple[Any, ...], resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    _kind, op, (trace_id, span_id, parent_id), (start, end), target, paths, caller, failure, fault, events = record
+        _kind, name, (trace_id, span_id), link, (start, end), summary, errors = record
+        failure = f"{errors} failed operations" if errors else None
+        return SpanData(name, trace_id, span_id, 0, start, end, summary, [], link, failure)
+    _kind, op, (trace_id, span_id, parent_id), (start, end), target, paths, caller, error, fault, events = record
     path, inode, handle, offset, size, transferred = target
-    name = _OPERATIONS[op]
+    operation = _OPERATIONS[op]
     attributes: dict[str, Any] = {ATTR_OPERATION: op, ATTR_FILE_PATH: path}
     if path.endswith(DELETED_SUFFIX):
         attributes[ATTR_DELETED] = True
@@ -114,7 +131,7 @@ def _operation_span(record: tuple[Any, ...], resource: Resource, scope: Instrume
         attributes[ATTR_FILE_INODE] = inode
     if handle >= 0:
         attributes[ATTR_HANDLE] = handle
-    if name in SIZED:
+    if operation in SIZED:
         attributes[ATTR_OFFSET] = offset
         attributes[ATTR_SIZE] = size
     if transferred:
@@ -129,36 +146,30 @@ def _operation_span(record: tuple[Any, ...], resource: Resource, scope: Instrume
     pid, uid, gid, command = caller
     if pid:
         attributes |= {ATTR_PID: pid, ATTR_UID: uid, ATTR_GID: gid, ATTR_COMMAND: command}
-    status = _UNSET
-    code, error_type, message = failure
+    failure = None
+    code, error_type, message = error
     if code:
         attributes[ATTR_ERRNO] = code
         attributes[ATTR_ERROR_TYPE] = error_type or errno_symbol(code)
-        status = Status(StatusCode.ERROR, message or attributes[ATTR_ERROR_TYPE])
-    return ReadableSpan(
-        name=SPAN_NAMES[name],
-        context=SpanContext(trace_id, span_id, False, _SAMPLED),
-        parent=SpanContext(trace_id, parent_id, False, _SAMPLED),
-        resource=resource,
-        attributes=attributes,
-        events=[Event(event, event_attributes, end) for event, event_attributes in events or ()],
-        status=status,
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=scope,
-    )
+        failure = message or attributes[ATTR_ERROR_TYPE]
+    name = SPAN_NAMES[operation]
+    return SpanData(name, trace_id, span_id, parent_id, start, end, attributes, events or [], None, failure)
 
 
-def _session_span(record: tuple[Any, ...], resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
-    _kind, name, (trace_id, span_id), link, (start, end), attributes, errors = record
+def to_span(data: SpanData, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
+    """The SDK's span for the OTLP exporters."""
+    trace_id = data.trace_id
+    link = data.link
     return ReadableSpan(
-        name=name,
-        context=SpanContext(trace_id, span_id, False, _SAMPLED),
+        name=data.name,
+        context=SpanContext(trace_id, data.span_id, False, _SAMPLED),
+        parent=SpanContext(trace_id, data.parent_id, False, _SAMPLED) if data.parent_id else None,
         resource=resource,
-        attributes=attributes,
+        attributes=data.attributes,
+        events=[Event(name, attributes, data.end) for name, attributes in data.events],
         links=() if link is None else (Link(SpanContext(link[0], link[1], False, _SAMPLED)),),
-        status=Status(StatusCode.ERROR, f"{errors} failed operations") if errors else _UNSET,
-        start_time=start,
-        end_time=end,
+        status=_UNSET if data.failure is None else Status(StatusCode.ERROR, data.failure),
+        start_time=data.start,
+        end_time=data.end,
         instrumentation_scope=scope,
     )

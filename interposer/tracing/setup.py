@@ -14,13 +14,11 @@ from typing import Any
 
 import trio
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter
 
 from ..config import TracingConfig
 from ..names import SIGNAL_TRACES
-from ..telemetry import TelemetryHealth, env, otlp_exporter, signal_variable
+from ..telemetry import TelemetryHealth, env, signal_variable
 from .shipper import SpanShipper
-from .spanfile import SpanFileExporter
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +78,6 @@ def exporter_kind(config: TracingConfig) -> str:
     if config.endpoint or env(*signal_variable(SIGNAL_TRACES, "ENDPOINT")):
         return "otlp"
     return "file"
-
-
-def build_exporter(kind: str, config: TracingConfig, default_file: Path) -> tuple[SpanExporter, str]:
-    """The exporter for 'otlp' or 'file', and where it sends; run in the export process."""
-    if kind == "otlp":
-        exporter: SpanExporter
-        exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
-        return exporter, destination
-    path = config.file or default_file
-    return SpanFileExporter(path, config.file_max_bytes), str(path)
 
 
 class DiscardingSink:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
+
+from .records import SpanData
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""One encoder, made once: ``json.dumps`` with options builds a new one per call."""
 
 
 def from_otlp_json(line: str) -> ExportTraceServiceRequest:
@@ -43,22 +43,28 @@ def from_otlp_json(line: str) -> ExportTraceServiceRequest:
     return request
 
 
-def _any_value(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
+def _any_value(value: Any) -> str:
+    """An attribute value as OTLP/JSON ``AnyValue`` (64-bit integers as strings)."""
+    kind = type(value)
+    if kind is str:
+        return '{"stringValue":' + _dumps(value) + "}"
+    if kind is bool:
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if kind is int:
+        return '{"intValue":"' + str(value) + '"}'
+    if kind is float:
+        return '{"doubleValue":' + _dumps(value) + "}"
     if isinstance(value, (list, tuple)):
-        return {"arrayValue": {"values": [_any_value(item) for item in value]}}
-    return {"stringValue": str(value)}
+        return '{"arrayValue":{"values":[' + ",".join(_any_value(item) for item in value) + "]}}"
+    return '{"stringValue":' + _dumps(str(value)) + "}"
 
 
-class _Fragments:
-    """Encoded ``{"key":…,"value":…}`` fragments, cached: attribute values repeat across spans.
+class _Attributes:
+    """Encodes attribute lists, caching each ``{"key":…,"value":…}`` fragment (bounded).
 
-    Bounded: the cache is emptied when it reaches ``capacity`` entries.
+    Many attribute values repeat from span to span (operation, process, user),
+    so their fragments are cached; the rest are encoded directly, without a
+    dict per attribute for ``json.dumps`` to walk.
     """
 
     def __init__(self, capacity: int = 1 << 16) -> None:
@@ -74,8 +80,8 @@ class _Fragments:
             except TypeError:  # an unhashable value (a list)
                 fragment = None
             if fragment is None:
-                fragment = json.dumps({"key": item[0], "value": _any_value(item[1])}, separators=(",", ":"))
-                if isinstance(item[1], (str, int, float, bool)):
+                fragment = '{"key":' + _dumps(item[0]) + ',"value":' + _any_value(item[1]) + "}"
+                if type(item[1]) is not list:
                     if len(cache) >= self._capacity:
                         cache.clear()
                     cache[item] = fragment
@@ -83,87 +89,69 @@ class _Fragments:
         return ",".join(parts)
 
 
-def _span_json(span: ReadableSpan, fragments: _Fragments) -> str:
-    context = span.context
-    assert context is not None
+_SPAN_KIND_INTERNAL = 1
+"""OTLP's SPAN_KIND_INTERNAL: every interposer span is internal to the file system."""
+_STATUS_ERROR = 2
+"""OTLP's STATUS_CODE_ERROR."""
+
+
+def _span_json(span: SpanData, attributes: _Attributes) -> str:
     parts = [
-        f'{{"traceId":"{context.trace_id:032x}","spanId":"{context.span_id:016x}"',
-        f',"parentSpanId":"{span.parent.span_id:016x}"' if span.parent is not None else "",
-        # OTLP counts span kinds from SPAN_KIND_UNSPECIFIED = 0
-        f',"name":{json.dumps(span.name)},"kind":{span.kind.value + 1}',
-        f',"startTimeUnixNano":"{span.start_time}","endTimeUnixNano":"{span.end_time}"',
-        f',"attributes":[{fragments(span.attributes)}]',
+        f'{{"traceId":"{span.trace_id:032x}","spanId":"{span.span_id:016x}"',
+        f',"parentSpanId":"{span.parent_id:016x}"' if span.parent_id else "",
+        f',"name":{_dumps(span.name)},"kind":{_SPAN_KIND_INTERNAL}',
+        f',"startTimeUnixNano":"{span.start}","endTimeUnixNano":"{span.end}"',
+        f',"attributes":[{attributes(span.attributes)}]',
     ]
     if span.events:
         events = ",".join(
-            f'{{"timeUnixNano":"{event.timestamp}","name":{json.dumps(event.name)},'
-            f'"attributes":[{fragments(event.attributes)}]}}'
-            for event in span.events
+            f'{{"timeUnixNano":"{span.end}","name":{_dumps(name)},"attributes":[{attributes(event_attributes)}]}}'
+            for name, event_attributes in span.events
         )
         parts.append(f',"events":[{events}]')
-    if span.links:
-        links = ",".join(
-            f'{{"traceId":"{link.context.trace_id:032x}","spanId":"{link.context.span_id:016x}"}}'
-            for link in span.links
-        )
-        parts.append(f',"links":[{links}]')
-    if span.status.status_code is not StatusCode.UNSET:
-        status = {"code": span.status.status_code.value, "message": span.status.description or ""}
-        parts.append(f',"status":{json.dumps(status)}')
+    if span.link is not None:
+        parts.append(f',"links":[{{"traceId":"{span.link[0]:032x}","spanId":"{span.link[1]:016x}"}}]')
+    if span.failure is not None:
+        parts.append(f',"status":{{"code":{_STATUS_ERROR},"message":{_dumps(span.failure)}}}')
     parts.append("}")
     return "".join(parts)
 
 
-def encode_json(spans: Sequence[ReadableSpan], fragments: _Fragments | None = None) -> str:
-    """A batch as one OTLP/JSON ``ExportTraceServiceRequest`` line, built straight from the spans.
+class SpanFile:
+    """Appends batches of spans as OTLP/JSON lines, straight from ``SpanData``; rotates past ``max_bytes``.
 
-    Going through the SDK's protobuf encoder and protobuf's JSON mapping cost
-    about 80 us per span, taken from the request path through the GIL; this
-    costs a few (docs/performance.md).
+    The SDK's protobuf encoder with protobuf's JSON mapping cost about 80 µs a
+    span, an SDK span and a generic encoder still about 8; this costs about 2
+    (docs/performance.md), which is what lets the export process keep up with
+    every operation at 100% sampling.
     """
-    fragments = fragments or _Fragments()
-    scopes: dict[tuple[int, str, str], tuple[Any, Any, list[str]]] = {}
-    for span in spans:
-        scope = span.instrumentation_scope
-        key = (id(span.resource), scope.name if scope else "", (scope.version or "") if scope else "")
-        scopes.setdefault(key, (span.resource, scope, []))[2].append(_span_json(span, fragments))
-    resources: dict[int, tuple[Any, list[str]]] = {}
-    for resource, scope, encoded in scopes.values():
-        scope_json = json.dumps({"name": scope.name, "version": scope.version or ""} if scope else {})
-        resources.setdefault(id(resource), (resource, []))[1].append(
-            f'{{"scope":{scope_json},"spans":[{",".join(encoded)}]}}'
-        )
-    body = ",".join(
-        f'{{"resource":{{"attributes":[{fragments(resource.attributes)}]}},"scopeSpans":[{",".join(scope_parts)}]}}'
-        for resource, scope_parts in resources.values()
-    )
-    return f'{{"resourceSpans":[{body}]}}'
 
-
-class SpanFileExporter(SpanExporter):
-    """Appends each batch as one OTLP/JSON line; rotates the file past ``max_bytes``."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, resource: dict[str, Any], scope: tuple[str, str]) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._fragments = _Fragments()
+        self._attributes = _Attributes()
+        self._head = (
+            f'{{"resourceSpans":[{{"resource":{{"attributes":[{self._attributes(resource)}]}},'
+            f'"scopeSpans":[{{"scope":{_dumps({"name": scope[0], "version": scope[1]})},"spans":['
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        line = encode_json(spans, self._fragments) + "\n"
-        with self._lock:
-            try:
-                if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
-                    self.path.replace(self.path.with_name(self.path.name + ".1"))
-                with self.path.open("a") as handle:
-                    handle.write(line)
-            except OSError:
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+    def encode(self, spans: Sequence[SpanData]) -> str:
+        """One ``ExportTraceServiceRequest`` line: one resource, one scope, the spans."""
+        attributes = self._attributes
+        return self._head + ",".join(_span_json(span, attributes) for span in spans) + "]}]}]}\n"
 
-    def shutdown(self) -> None:
-        return None
+    def write(self, spans: Sequence[SpanData]) -> bool:
+        """Append the batch; False if the file could not be written."""
+        line = self.encode(spans)
+        try:
+            if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
+                self.path.replace(self.path.with_name(self.path.name + ".1"))
+            with self.path.open("a") as handle:
+                handle.write(line)
+        except OSError:
+            return False
+        return True
 
 
 def read_requests(path: Path) -> Iterator[dict[str, Any]]:
