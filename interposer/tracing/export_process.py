@@ -50,8 +50,6 @@ REPORT_INTERVAL = 0.5
 """Seconds between reports of changed counts, when no batch arrives to prompt one."""
 MAX_BATCH = 512
 """Spans per export (per line of the span file)."""
-NICENESS = 19
-"""Spans wait when the CPU is short, I/O does not."""
 
 
 class Export(Protocol):
@@ -183,7 +181,10 @@ def serve(channel: socket.socket) -> int:
 
 
 def main() -> None:
-    os.nice(NICENESS)
+    # Spans wait when the CPU is short, I/O does not.  SCHED_IDLE, not just a high nice value: the
+    # scheduler preempts an idle-policy task at once when the mount's thread wakes on that CPU, where a
+    # nice-19 task may finish its slice first, delaying the request (measured: docs/performance.md).
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     with socket.socket(fileno=int(sys.argv[1])) as channel:
         sys.exit(serve(channel))
 

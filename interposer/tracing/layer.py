@@ -66,6 +66,10 @@ from ..processes import ProcessNames
 from .records import Events, operation_record, session_record
 
 _FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
+_RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
+_DIRECTORY_LIFECYCLE = frozenset({OpName.OPENDIR, OpName.RELEASEDIR})
+_LIFECYCLE = _FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
+"""Operations that open or release a handle, and so start or end a file or directory span."""
 _OP_NAMES = {op: op.value for op in OpName}
 """Plain strings: the records are marshalled, which takes no str subclass."""
 _getrandbits = random.getrandbits
@@ -88,43 +92,29 @@ def _new_id(bits: int) -> int:
 
 
 class Group:
-    """A parent span (created when first needed) and the summary of its current segment."""
+    """A parent span (created when first needed) and the summary of its current segment.
 
-    __slots__ = (
-        "_command",
-        "bytes_read",
-        "bytes_written",
-        "counts",
-        "deadline",
-        "errors",
-        "handle",
-        "ids",
-        "inflight",
-        "last_active",
-        "link",
-        "name",
-        "opener",
-        "operations",
-        "pid",
-        "sampled",
-        "segment",
-        "started",
-    )
+    Class-level defaults, not slots: a file handle's group is made on every
+    open or create, and this way only three fields are set then.
+    """
+
+    handle = -1
+    segment = -1
+    ids: tuple[int, int] | None = None
+    link: tuple[int, int] | None = None
+    """The previous segment's (trace, span) ids."""
+    sampled = False
+    inflight = 0
+    last_active = started = deadline = 0
+    """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
+    operations = errors = bytes_read = bytes_written = 0
+    _command: str | None = None
 
     def __init__(self, name: str, pid: int, opener: Op | None) -> None:
         self.name = name
         self.pid = pid
         self.opener = opener
-        self.handle = -1
-        self.segment = -1
-        self.ids: tuple[int, int] | None = None
-        self.link: tuple[int, int] | None = None
-        self.sampled = False
-        self.inflight = self.last_active = self.started = self.deadline = 0
-        """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
-        self.operations = self.errors = self.bytes_read = self.bytes_written = 0
         self.counts: dict[str, int] = {}
-        self._command: str | None = None
 
     def command(self, names: ProcessNames) -> str:
         """The command name of the group's process, looked up once."""
@@ -272,14 +262,12 @@ class TracingLayer:
             self.kept += 1
         else:
             self.sampled_out += 1
-        if name in _FILE_OPENS:
-            self._opened(self._files, op, group, error)
-        elif name is OpName.OPENDIR:
-            self._opened(self._dirs, op, group, error)
-        elif name is OpName.RELEASE:
-            self._closed(self._files, op.fh)
-        elif name is OpName.RELEASEDIR:
-            self._closed(self._dirs, op.fh)
+        if name in _LIFECYCLE:
+            table = self._dirs if name in _DIRECTORY_LIFECYCLE else self._files
+            if name in _RELEASES:
+                self._closed(table, op.fh)
+            else:
+                self._opened(table, op, group, error)
 
     def _emit(self, op: Op, group: Group, parent: tuple[int, int], start: int, error: BaseException | None) -> None:
         end = _clock()
