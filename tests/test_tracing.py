@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from interposer.mounts import mount_at
 from interposer.process import MountProcess
+from interposer.tracing.search import load_spans
 
-from .conftest import MountFactory, wait_for
+from .conftest import MountFactory, interposer, wait_for
 from .otlp import Collector, ReceivedSpan, free_port, run_collector
 
 
@@ -225,11 +228,14 @@ def test_dead_collector_costs_no_latency_and_memory_stays_bounded(
     assert dead_latency < live_latency * 1.5, (dead_latency, live_latency)
 
     def rss_kib() -> int:
+        """The mount's memory and its span export process's."""
         assert dead.process is not None
-        for line in Path(f"/proc/{dead.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        total = 0
+        for pid in (dead.process.pid, *export_processes(dead)):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
 
     before = rss_kib()
     for _ in range(10):
@@ -237,6 +243,47 @@ def test_dead_collector_costs_no_latency_and_memory_stays_bounded(
     assert rss_kib() - before < 60_000, "memory grew with a dead collector"
     wait_for(lambda: dead.status()["tracing"]["spans_dropped"] > 0, what="dropped spans to be counted")
     wait_for(lambda: dead.status()["metrics"]["export_failures"] > 0, what="failed metric pushes to be counted")
+
+
+def export_processes(mount: MountProcess) -> list[int]:
+    """The pids of the mount's children: its span export process."""
+    assert mount.process is not None
+    pid = mount.process.pid
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+def test_a_killed_span_export_process_is_restarted_and_export_goes_on(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    span_file = scratch / "spans.jsonl"
+    mount = mount_factory(
+        args=["--direct-io", "--config", write_config(scratch, f"tracing:\n  file: {span_file}\n  export_delay: 0.1\n")]
+    )
+    (first,) = export_processes(mount)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: export_processes(mount) not in ([], [first]), timeout=30, what="a new span export process")
+    wait_for(lambda: mount.status()["tracing"]["destination"] == str(span_file), what="the new one to start")
+    (mount.mountpoint / "after-restart").write_bytes(b"x" * 100)
+
+    def exported() -> bool:
+        return "/after-restart" in {span.path for span in load_spans(span_file)}
+
+    wait_for(exported, what="spans of I/O after the restart in the span file")
+    mount.stop()
+
+
+def test_an_exporter_the_span_export_process_cannot_build_stops_the_mount(scratch: Path) -> None:
+    (scratch / "b").mkdir()
+    (scratch / "m").mkdir()
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "smoke"}
+    result = interposer("mount", str(scratch / "b"), str(scratch / "m"), env=env)
+    assert result.returncode == 2
+    assert "tracing.protocol" in result.stderr
+    assert "allowed: grpc, http/protobuf" in result.stderr
+    assert mount_at(scratch / "m") is None
 
 
 def test_span_file_is_the_embedded_default_and_can_be_searched_and_replayed(
