@@ -70,6 +70,8 @@ _RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
 _DIRECTORY_LIFECYCLE = frozenset({OpName.OPENDIR, OpName.RELEASEDIR})
 _LIFECYCLE = _FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
 """Operations that open or release a handle, and so start or end a file or directory span."""
+_SUCCEEDED = (0, None, None)
+_NO_CALLER = (0, 0, 0, "")
 _OP_NAMES = {op: op.value for op in OpName}
 """Plain strings: the records are marshalled, which takes no str subclass."""
 _getrandbits = random.getrandbits
@@ -109,6 +111,8 @@ class Group:
     """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
     operations = errors = bytes_read = bytes_written = 0
     _command: str | None = None
+    caller: tuple[int, int, int, str] | None = None
+    """The opener's (pid, uid, gid, command), for the handle's operations."""
 
     def __init__(self, name: str, pid: int, opener: Op | None) -> None:
         self.name = name
@@ -258,8 +262,30 @@ class TracingLayer:
         elif name is OpName.WRITE:
             group.bytes_written += op.transferred
         if parent is not None or group.sampled or error is not None or op.fault is not None:
-            self._emit(op, group, parent or self._parent_span(group), start, error)
             self.kept += 1
+            if parent is None:
+                parent = self._parent_span(group)
+            ids = op.span_ids
+            failure: tuple[int, str | None, str | None] = _SUCCEEDED
+            events = op.events
+            if error is not None:
+                failure, events = _failure(error, events)
+            self._sink.add(
+                operation_record(
+                    _OP_NAMES[name],
+                    (parent[0], next(self._span_ids) if ids is None else ids[1], parent[1]),
+                    (start, _clock()),
+                    (op.path, op.inode, op.fh, op.offset, op.size, op.transferred),
+                    (
+                        op.new_path if name is OpName.RENAME or name is OpName.LINK else None,
+                        op.resolver.paths_of_inode(op.inode) if name is OpName.LINK else None,
+                    ),
+                    self._caller(op, group),
+                    failure,
+                    op.fault,
+                    events,
+                )
+            )
         else:
             self.sampled_out += 1
         if name in _LIFECYCLE:
@@ -269,38 +295,23 @@ class TracingLayer:
             else:
                 self._opened(table, op, group, error)
 
-    def _emit(self, op: Op, group: Group, parent: tuple[int, int], start: int, error: BaseException | None) -> None:
-        end = _clock()
-        name = op.name
-        # pyfuse3 gives handle operations no caller: they belong to the process that opened the handle.
-        caller = op if op.pid or group.opener is None else group.opener
-        pid = caller.pid
-        ids = op.span_ids
-        failure: tuple[int, str | None, str | None] = (0, None, None)
-        events = op.events
-        if error is not None:
-            failure, events = _failure(error, events)
-        self._sink.add(
-            operation_record(
-                _OP_NAMES[name],
-                (parent[0], next(self._span_ids) if ids is None else ids[1], parent[1]),
-                (start, end),
-                (op.path, op.inode, op.fh, op.offset, op.size, op.transferred),
-                (
-                    op.new_path if name is OpName.RENAME or name is OpName.LINK else None,
-                    op.resolver.paths_of_inode(op.inode) if name is OpName.LINK else None,
-                ),
-                (pid, caller.uid, caller.gid, self._command(pid, group)),
-                failure,
-                op.fault,
-                events,
-            )
-        )
+    def _caller(self, op: Op, group: Group) -> tuple[int, int, int, str]:
+        """(pid, uid, gid, command) of the operation's caller.
 
-    def _command(self, pid: int, group: Group) -> str:
-        if not pid:
-            return ""
-        return group.command(self._commands) if pid == group.pid else self._commands[pid]
+        pyfuse3 gives handle operations no caller: they belong to the process
+        that opened the handle, whose identity the group keeps.
+        """
+        pid = op.pid
+        if pid == group.pid:
+            return (pid, op.uid, op.gid, group.command(self._commands))
+        if pid:
+            return (pid, op.uid, op.gid, self._commands[pid])
+        opener = group.opener
+        if opener is None:
+            return _NO_CALLER
+        if group.caller is None:
+            group.caller = (opener.pid, opener.uid, opener.gid, group.command(self._commands))
+        return group.caller
 
     def _opened(self, table: dict[int, Group], op: Op, group: Group, error: BaseException | None) -> None:
         if error is not None:

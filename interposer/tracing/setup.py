@@ -37,20 +37,15 @@ class TracingSetup:
 
     def wait_ready(self) -> None:
         """Wait until the export process runs; its configuration errors are raised here, before mounting."""
-        if isinstance(self.sink, SpanShipper):
-            self.sink.wait_ready()
+        self.sink.wait_ready()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep records moving to the export process while the mount serves."""
-        if isinstance(self.sink, SpanShipper):
-            await self.sink.run(task_status)
-        else:
-            task_status.started()
+        await self.sink.run(task_status)
 
     def shutdown(self) -> None:
         """Export what is held and stop the export process."""
-        if isinstance(self.sink, SpanShipper):
-            self.sink.close()
+        self.sink.close()
 
 
 def sample_ratio(config: TracingConfig) -> float:
@@ -88,13 +83,23 @@ class DiscardingSink:
     def add(self, record: tuple[Any, ...]) -> None:
         return None
 
+    def wait_ready(self) -> None:
+        return None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    def close(self) -> None:
+        return None
+
 
 def build_tracing(
     config: TracingConfig, default_file: Path, resource: Resource, health: TelemetryHealth
 ) -> TracingSetup:
     """Start the export process (unless spans go nowhere); ``TracingSetup.wait_ready`` hears how it went."""
     kind = exporter_kind(config)
-    sink = DiscardingSink() if kind == "none" else SpanShipper(kind, config, default_file, resource, health)
-    if isinstance(sink, SpanShipper):
-        sink.start()
-    return TracingSetup(sink, sample_ratio(config), kind)
+    if kind == "none":
+        return TracingSetup(DiscardingSink(), sample_ratio(config), kind)
+    shipper = SpanShipper(kind, config, default_file, resource, health)
+    shipper.start()
+    return TracingSetup(shipper, sample_ratio(config), kind)
