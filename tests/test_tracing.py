@@ -286,6 +286,17 @@ def test_an_exporter_the_span_export_process_cannot_build_stops_the_mount(scratc
     assert mount_at(scratch / "m") is None
 
 
+def test_a_span_file_that_cannot_be_written_stops_the_mount(scratch: Path) -> None:
+    (scratch / "b").mkdir()
+    (scratch / "m").mkdir()
+    (scratch / "not-a-directory").write_text("")
+    config = write_config(scratch, f"tracing:\n  file: {scratch / 'not-a-directory' / 'spans.jsonl'}\n")
+    result = interposer("mount", str(scratch / "b"), str(scratch / "m"), "--config", config)
+    assert result.returncode == 2
+    assert "tracing.file: cannot write spans to" in result.stderr
+    assert mount_at(scratch / "m") is None
+
+
 def test_span_file_is_the_embedded_default_and_can_be_searched_and_replayed(
     mount_factory: MountFactory, collector: Collector, scratch: Path
 ) -> None:

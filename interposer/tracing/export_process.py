@@ -124,7 +124,10 @@ def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str,
     config = TracingConfig.model_validate_json(setup["config"])
     if setup["kind"] == "file":
         path = config.file or Path(setup["default_file"])
-        file = SpanFile(path, config.file_max_bytes, setup["resource"], SCOPE)
+        try:
+            file = SpanFile(path, config.file_max_bytes, setup["resource"], SCOPE)
+        except OSError as exc:
+            raise ConfigError(f"tracing.file: cannot write spans to {path}: {exc.strerror or exc}") from exc
         return FileExport(file, config, health), str(path), min(config.export_delay, REPORT_INTERVAL)
     exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
     processor = BatchSpanProcessor(

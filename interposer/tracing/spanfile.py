@@ -137,6 +137,8 @@ class SpanFile:
             f'"scopeSpans":[{{"scope":{_dumps({"name": scope[0], "version": scope[1]})},"spans":['
         )
         path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):  # a file that cannot be written is a configuration error, found before mounting
+            pass
 
     def encode(self, spans: Sequence[SpanData]) -> str:
         """One ``ExportTraceServiceRequest`` line: one resource, one scope, the spans."""
