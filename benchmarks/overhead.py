@@ -35,15 +35,23 @@ MEASURED = ("rand-read-4K-1job", "create-stat-unlink", "stat")
 
 
 def _cpu_ticks(pid: int) -> int:
+    """CPU time of a process and its children (a mount's span export process)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                ticks += _cpu_ticks(int(child))
+            except FileNotFoundError:
+                continue  # it has just exited
+    return ticks
 
 
 def wait_until_idle(mount: MountProcess, quiet: float = 0.3, timeout: float = 15.0) -> None:
     """Let a mount finish what a run left it (span export, forgets) before the next mount is timed.
 
-    Otherwise a traced mount's export thread, still encoding the last run's
-    spans, would steal CPU from whichever variant runs next.
+    Otherwise a traced mount's span export process, still encoding the last
+    run's spans, would steal CPU from whichever variant runs next.
     """
     assert mount.process is not None
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
 from benchmarks.workloads import WORKLOADS
 
 from .conftest import require_command, require_fuse
@@ -32,3 +33,34 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
         assert row["ratio"] == row["mount"] / row["native"]
         assert row["floor"] == workload.floor
     assert report["machine"]["cpus"]
+
+
+def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
+    require_fuse()
+    output = scratch / "overhead.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.overhead",
+            "--quick",
+            "--repeats",
+            "1",
+            "--only",
+            "stat",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    assert report["floors"] == FLOORS
+    ratios = report[f"ratios_to_{BASELINE}"]
+    assert list(ratios) == ["stat"]
+    assert set(ratios["stat"]) == set(VARIANTS)
+    assert ratios["stat"][BASELINE] == 1.0
+    assert all(ratio > 0 for ratio in ratios["stat"].values())
