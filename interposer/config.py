@@ -120,14 +120,6 @@ class TracingConfig(OtlpSection):
     segment_max_operations: int = Field(1000, ge=1, description="Most children a parent span segment holds.")
     max_queue_size: int = Field(8192, ge=64, le=1 << 20, description="Spans buffered for export; beyond: dropped.")
     export_delay: float = Field(1.0, gt=0, le=60, description="Seconds between batch exports.")
-    export_poll: float = Field(
-        0.2,
-        ge=0,
-        le=10,
-        description="Seconds the span export process keeps polling for records after the last batch before it "
-        "sleeps (0: never polls). It polls at idle priority, and never where its CPU is capped (cgroup cpu.max) "
-        "or it has one CPU.",
-    )
 
 
 MetricsExporterName = Literal["otlp", "prometheus"]

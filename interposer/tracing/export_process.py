@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import marshal
-import math
 import os
-import select
 import socket
 import sys
 import time
@@ -40,7 +38,6 @@ from ..config import ConfigError, TracingConfig
 from ..logs import configure_logging
 from ..names import SIGNAL_TRACES
 from ..telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
-from .cpus import may_poll
 from .records import SpanData, span_data, to_span
 from .shipper import MAX_MESSAGE
 from .spanfile import SpanFile
@@ -122,8 +119,9 @@ class SdkExport:
         self._processor.shutdown()
 
 
-def _build(setup: dict[str, Any], config: TracingConfig, health: TelemetryHealth) -> tuple[Export, str, float]:
+def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str, float]:
     """The export the mount asked for, where it sends, and how often it must be ticked."""
+    config = TracingConfig.model_validate_json(setup["config"])
     if setup["kind"] == "file":
         path = config.file or Path(setup["default_file"])
         try:
@@ -154,37 +152,27 @@ def serve(channel: socket.socket) -> int:
     health = TelemetryHealth()
     health.install()
     try:
-        config = TracingConfig.model_validate_json(setup["config"])
-        export, destination, tick = _build(setup, config, health)
+        export, destination, tick = _build(setup, health)
     except (ConfigError, ValidationError, OSError) as exc:
         _report(channel, {"error": str(exc)})
         return 2
     _report(channel, {"destination": destination})
-    poll = config.export_poll if may_poll() else 0.0
     buffer = bytearray(MAX_MESSAGE)
     view = memoryview(buffer)
     reported = (0, 0)
-    last_batch = -math.inf
-    channel.setblocking(False)
+    channel.settimeout(tick)
     try:
         while True:
-            polling = time.monotonic() - last_batch < poll
-            if polling or select.select([channel], [], [], tick)[0]:
-                try:
-                    size, _, flags, _ = channel.recvmsg_into([buffer])
-                except BlockingIOError:
-                    size, flags = -1, 0
-            else:
+            try:
+                size, _, flags, _ = channel.recvmsg_into([buffer])
+            except TimeoutError:
                 size, flags = -1, 0
             if size == 0:
                 break  # the mount has stopped
             if flags & socket.MSG_TRUNC:
                 log.error("a batch of span records larger than %d bytes was cut off and dropped", MAX_MESSAGE)
             elif size > 0:
-                last_batch = time.monotonic()
                 export.add([span_data(record) for record in marshal.loads(view[:size])])
-            elif polling:
-                continue  # nothing yet: look again at once (only idle CPU time is spent)
             export.tick()
             counts = (health.dropped_spans, health.export_failures[SIGNAL_TRACES])
             if counts != reported:
