@@ -23,6 +23,7 @@ from . import syscalls
 from .config import CacheConfig, FakeConfig
 from .names import OpName
 from .op import Op
+from .pathnames import DELETED_SUFFIX, child_path
 
 ROOT = pyfuse3.ROOT_INODE
 _PATTERN = bytes(range(256))
@@ -111,7 +112,7 @@ class FakeBackend:
 
     def path_of_inode(self, inode: int) -> str:
         paths = self.paths_of_inode(inode)
-        return paths[0] if paths else f"<inode {inode}> (deleted)"
+        return paths[0] if paths else f"<inode {inode}>{DELETED_SUFFIX}"
 
     def paths_of_inode(self, inode: int) -> list[str]:
         if inode == ROOT:
@@ -119,12 +120,7 @@ class FakeBackend:
         node = self.nodes.get(inode)
         if node is None:
             return []
-        paths = []
-        for parent, name in node.names:
-            above = self.path_of_inode(parent)
-            text = name.decode("utf-8", "surrogateescape")
-            paths.append(("" if above == "/" else above) + "/" + text)
-        return paths
+        return [child_path(self.path_of_inode(parent), name) for parent, name in node.names]
 
     def inode_of_handle(self, fh: int) -> int:
         return self.files.get(fh, (0, 0, (0, 0)))[0]

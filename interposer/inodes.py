@@ -36,13 +36,13 @@ from collections import OrderedDict
 import pyfuse3
 
 from . import syscalls
+from .pathnames import DELETED_SUFFIX, child_path
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE: int = pyfuse3.ROOT_INODE
 FOREIGN_INODE_BASE = 1 << 63
 """Inode numbers at and above this are handed out for objects on other devices."""
-DELETED_SUFFIX = " (deleted)"
 O_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_DEPTH = 4096
 _MAX_CACHED_PATHS = 4096
@@ -275,12 +275,7 @@ class InodeTable:
         entry = self._entries.get(ino)
         if entry is None or len(entry.names) < 2:
             return [self.path_of_inode(ino)]
-        paths = []
-        for parent, name in entry.names:
-            parent_path = self.path_of_inode(parent)
-            text = name.decode("utf-8", "surrogateescape")
-            paths.append(("" if parent_path == "/" else parent_path) + "/" + text)
-        return paths
+        return [child_path(self.path_of_inode(parent), name) for parent, name in entry.names]
 
     def close(self) -> None:
         """Close every descriptor the table holds; called once the session has ended."""

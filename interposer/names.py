@@ -44,6 +44,9 @@ class OpName(StrEnum):
     REMOVEXATTR = "removexattr"
 
 
+FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
+"""Operations that give the caller a file handle."""
+
 HANDLE_OPS = frozenset({OpName.READ, OpName.WRITE, OpName.FLUSH, OpName.RELEASE, OpName.FSYNC})
 """Operations addressed by a file handle rather than an inode."""
 
@@ -138,6 +141,8 @@ def prometheus_label(attribute: str) -> str:
 
 
 SERVICE_NAME_DEFAULT = "cnfs-interposer"
+SCOPE_NAME = "interposer"
+"""The instrumentation scope of every span and instrument."""
 
 ATTR_FAULT_RULE = "fuse.fault.rule"
 ATTR_FAULT_ERRNO = "fuse.fault.errno"

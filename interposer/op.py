@@ -8,11 +8,11 @@ operation does not use keep their defaults.
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .names import DIR_HANDLE_OPS, ENTRY_OPS, HANDLE_OPS, OpName
+from .pathnames import child_path
 
 if TYPE_CHECKING:
     import pyfuse3
@@ -96,12 +96,12 @@ class Op:
     @property
     def new_path(self) -> str:
         """For rename and link: the path the entry gets."""
-        return _join(self.resolver.path_of_inode(self.new_parent), self.new_name)
+        return child_path(self.resolver.path_of_inode(self.new_parent), self.new_name)
 
     def _resolve_path(self) -> str:
         resolver = self.resolver
         if self.name in ENTRY_OPS:
-            return _join(resolver.path_of_inode(self.inode), self.entry_name)
+            return child_path(resolver.path_of_inode(self.inode), self.entry_name)
         if self.name in HANDLE_OPS:
             return resolver.path_of_inode(resolver.inode_of_handle(self.fh))
         if self.name in DIR_HANDLE_OPS:
@@ -110,14 +110,3 @@ class Op:
 
     def __repr__(self) -> str:
         return f"Op({self.name}, inode={self.inode}, fh={self.fh}, pid={self.pid})"
-
-
-def _join(parent: str, name: bytes) -> str:
-    text = name.decode("utf-8", "surrogateescape")
-    if text == ".":
-        return parent
-    if text == "..":
-        return posixpath.dirname(parent)
-    if parent == "/":
-        return "/" + text
-    return parent + "/" + text

@@ -13,18 +13,19 @@ from benchmarks.workloads import WORKLOADS
 from .conftest import require_command, require_fuse
 
 
+def run_benchmark(module: str, *args: str) -> None:
+    """Run a benchmark command to completion; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
     require_fuse()
     require_command("fio")
     output = scratch / "report.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--workdir", str(scratch / "work"), "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    run_benchmark("benchmarks", "--quick", "--workdir", str(scratch / "work"), "--output", str(output))
     report = json.loads(output.read_text())
     assert [row["workload"] for row in report["results"]] == [w.name for w in WORKLOADS]
     for row, workload in zip(report["results"], WORKLOADS, strict=True):
@@ -38,25 +39,7 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
 def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
     require_fuse()
     output = scratch / "overhead.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.overhead",
-            "--quick",
-            "--repeats",
-            "1",
-            "--only",
-            "stat",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    run_benchmark("benchmarks.overhead", "--quick", "--repeats", "1", "--only", "stat", "--output", str(output))
     report = json.loads(output.read_text())
     assert report["floors"] == FLOORS
     ratios = report[f"ratios_to_{BASELINE}"]

@@ -28,6 +28,7 @@ from ..names import (
     ATTR_FAULT_OFFSET,
     ATTR_FAULT_RULE,
     EVENT_FAULT,
+    FILE_OPENS,
     OpName,
 )
 from ..op import Op
@@ -50,7 +51,6 @@ from .model import (
 )
 
 _DATA = frozenset({OpName.READ, OpName.WRITE})
-_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
 _WITH_ATTRIBUTES = frozenset(
     {OpName.GETATTR, OpName.LOOKUP, OpName.SETATTR, OpName.MKDIR, OpName.MKNOD, OpName.SYMLINK, OpName.LINK}
 )
@@ -176,7 +176,7 @@ class FaultLayer:
             result, at = corrupted(result, action.corrupt, rule.rng)
             self._report(op, rule, "corrupt", {ATTR_FAULT_OFFSET: op.offset + at})
             kinds.append("corrupt")
-        if action.attributes is not None and op.name in _WITH_ATTRIBUTES | _OPENS:
+        if action.attributes is not None and op.name in _WITH_ATTRIBUTES | FILE_OPENS:
             _override(_attributes_in(result), action.attributes)
             self._report(op, rule, "attributes", {})
             kinds.append("attributes")

@@ -19,7 +19,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .. import __version__
 from ..config import ConfigError, MetricsConfig
-from ..names import DURATION_BUCKETS, OPERATION_DURATION, SIGNAL_METRICS, THROTTLE_WAIT
+from ..names import DURATION_BUCKETS, OPERATION_DURATION, SCOPE_NAME, SIGNAL_METRICS, THROTTLE_WAIT
 from ..telemetry import CountingMetricExporter, TelemetryHealth, env, otlp_exporter, signal_variable
 from .histogram import DeltaState, HistogramSource, RequestHistogram, wants_delta
 from .prometheus import DEFAULT_PORT, PrometheusEndpoint
@@ -114,7 +114,7 @@ def build_metrics(config: MetricsConfig, resource: Resource, health: TelemetryHe
     """Readers for the chosen exporters on one meter provider; the OTLP push runs in the SDK's thread."""
     names = exporter_names(config)
     interval = _export_interval(config)
-    scope = InstrumentationScope("interposer", __version__)
+    scope = InstrumentationScope(SCOPE_NAME, __version__)
     duration = RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS)
     throttle_wait = RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS)
     source = HistogramSource((duration, throttle_wait), resource, scope)

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..config import ConfigError, TracingConfig
 from ..logs import configure_logging
-from ..names import SIGNAL_TRACES
+from ..names import SCOPE_NAME, SIGNAL_TRACES
 from ..telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
 from .records import SpanData, span_data, to_span
 from .shipper import MAX_MESSAGE
@@ -44,7 +44,7 @@ from .spanfile import SpanFile
 
 log = logging.getLogger(__name__)
 
-SCOPE = ("interposer", __version__)
+SCOPE = (SCOPE_NAME, __version__)
 """The instrumentation scope of every span."""
 REPORT_INTERVAL = 0.5
 """Seconds between reports of changed counts, when no batch arrives to prompt one."""

@@ -54,6 +54,7 @@ from ..names import (
     ATTR_SESSION_OPS_PREFIX,
     ATTR_UID,
     DIR_HANDLE_OPS,
+    FILE_OPENS,
     HANDLE_OPS,
     SPAN_ACTIVITY,
     SPAN_DIRECTORY_SESSION,
@@ -65,13 +66,11 @@ from ..pipeline import NextCall
 from ..processes import ProcessNames
 from .records import Events, operation_record, session_record
 
-_FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
 _RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
 _DIRECTORY_LIFECYCLE = frozenset({OpName.OPENDIR, OpName.RELEASEDIR})
-_LIFECYCLE = _FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
+_LIFECYCLE = FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
 """Operations that open or release a handle, and so start or end a file or directory span."""
 _SUCCEEDED = (0, None, None)
-_NO_CALLER = (0, 0, 0, "")
 _OP_NAMES = {op: op.value for op in OpName}
 """Plain strings: the records are marshalled, which takes no str subclass."""
 _getrandbits = random.getrandbits
@@ -133,10 +132,9 @@ class TracingLayer:
     def __init__(self, sink: SpanSink, config: TracingConfig, ratio: float) -> None:
         self._sink = sink
         self._ratio = ratio
-        self._idle_gap = config.activity_idle_gap
         self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
-        self._max_seconds = config.segment_max_seconds
         self._max_ns = int(config.segment_max_seconds * 1e9)
+        self._sweep_interval = min(config.activity_idle_gap, config.segment_max_seconds) / 2
         self._max_operations = config.segment_max_operations
         self._span_ids = itertools.count(_new_id(62))
         self._files: dict[int, Group] = {}
@@ -178,7 +176,7 @@ class TracingLayer:
             group = self._dirs.get(op.fh)
             if group is not None:
                 return group
-        elif name in _FILE_OPENS:
+        elif name in FILE_OPENS:
             return Group(SPAN_FILE_SESSION, op.pid, op)
         elif name is OpName.OPENDIR:
             return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
@@ -299,17 +297,17 @@ class TracingLayer:
         """(pid, uid, gid, command) of the operation's caller.
 
         pyfuse3 gives handle operations no caller: they belong to the process
-        that opened the handle, whose identity the group keeps.
+        that opened the handle, whose identity the group keeps.  (An activity
+        group is its caller's, so only handle groups get here without one.)
         """
         pid = op.pid
         if pid == group.pid:
             return (pid, op.uid, op.gid, group.command(self._commands))
         if pid:
             return (pid, op.uid, op.gid, self._commands[pid])
-        opener = group.opener
-        if opener is None:
-            return _NO_CALLER
         if group.caller is None:
+            opener = group.opener
+            assert opener is not None
             group.caller = (opener.pid, opener.uid, opener.gid, group.command(self._commands))
         return group.caller
 
@@ -330,9 +328,8 @@ class TracingLayer:
     async def sweep(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """End idle activity spans and over-age segments, so nothing stays open without bound."""
         task_status.started()
-        interval = min(self._idle_gap, self._max_seconds) / 2
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(self._sweep_interval)
             now = _clock()
             for pid, group in list(self._activities.items()):
                 if group.inflight == 0 and now - group.last_active > self._idle_gap_ns:

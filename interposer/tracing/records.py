@@ -23,7 +23,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
 from ..errnos import errno_symbol
-from ..inodes import DELETED_SUFFIX
 from ..names import (
     ATTR_COMMAND,
     ATTR_DELETED,
@@ -45,6 +44,7 @@ from ..names import (
     SPAN_NAMES,
     OpName,
 )
+from ..pathnames import DELETED_SUFFIX
 
 OPERATION = 0
 """Record kind: one operation's span."""
