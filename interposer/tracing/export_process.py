@@ -63,12 +63,17 @@ class Export(Protocol):
 
 
 class FileExport:
-    """Span file lines of up to ``MAX_BATCH`` spans, written at least every ``export_delay``."""
+    """Span file lines of ``MAX_BATCH`` spans (or ``max_queue_size``), written at least every ``export_delay``.
+
+    Lines are written in this loop, before the next batch is read, so nothing
+    queues here beyond one line: a slow disk backs up into the mount's socket,
+    where the mount drops and counts.
+    """
 
     def __init__(self, file: SpanFile, config: TracingConfig, health: TelemetryHealth) -> None:
         self._file = file
         self._delay = config.export_delay
-        self._limit = config.max_queue_size
+        self._line = min(MAX_BATCH, config.max_queue_size)
         self._health = health
         self._pending: list[SpanData] = []
         self._since = 0.0
@@ -76,12 +81,8 @@ class FileExport:
     def add(self, spans: list[SpanData]) -> None:
         if not self._pending:
             self._since = time.monotonic()
-        room = self._limit - len(self._pending)
-        if len(spans) > room:
-            self._health.dropped_spans += len(spans) - room
-            spans = spans[:room]
         self._pending.extend(spans)
-        if len(self._pending) >= MAX_BATCH:
+        if len(self._pending) >= self._line:
             self._write()
 
     def tick(self) -> None:
@@ -93,8 +94,8 @@ class FileExport:
 
     def _write(self) -> None:
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), MAX_BATCH):
-            if not self._file.write(pending[start : start + MAX_BATCH]):
+        for start in range(0, len(pending), self._line):
+            if not self._file.write(pending[start : start + self._line]):
                 self._health.export_failures[SIGNAL_TRACES] += 1
                 if self._health.due("export"):
                     log.warning("cannot write the span file %s (%s)", self._file.path, self._health.summary())
