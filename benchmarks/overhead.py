@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from interposer.process import MountProcess
+from interposer.mount.child import MountProcess
 
 from .workloads import WORKLOADS, Settings, Target
 

@@ -16,11 +16,11 @@ from typing import Any, NoReturn
 import click
 
 from .config import CacheConfig, ConfigError, load_config, read_config_file
-from .control import request, socket_path_for
 from .logs import configure_logging
-from .mounts import is_stale, mount_at, unmount
+from .mount.control import request, socket_path_for
+from .mount.reconfigure import LAYER_ORDER
+from .mount.table import is_stale, mount_at, unmount
 from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
-from .runtime import LAYER_ORDER
 
 _CACHE_FLAGS = {f"cache.{name}": "--" + name.replace("_", "-") for name in CacheConfig.model_fields}
 
@@ -64,7 +64,7 @@ def mount(
     backing: Path, mountpoint: Path, config_file: Path | None, force: bool, log_level: str | None, **cache: Any
 ) -> None:
     """Mount a passthrough of BACKING at MOUNTPOINT; stays in the foreground until SIGINT/SIGTERM."""
-    from .mount import Mount, MountError, prepare_mountpoint
+    from .mount.serve import Mount, MountError, prepare_mountpoint
 
     given = {name: value for name, value in cache.items() if value is not None}
     overrides: dict[str, Any] = {"cache": given}
@@ -174,7 +174,7 @@ _STACK_DIR = Path.home() / ".local" / "state" / "cnfs-interposer" / "stack"
 @click.pass_context
 def stack(context: click.Context, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
     """A local Prometheus and Alertmanager with the generated alert rules, scraping the running mounts."""
-    from .stack import LocalStack
+    from .local.stack import LocalStack
 
     context.obj = LocalStack(directory, prometheus_port, alertmanager_port)
 
@@ -184,7 +184,7 @@ def stack(context: click.Context, directory: Path, prometheus_port: int, alertma
 @click.pass_context
 def stack_up(context: click.Context, webhook: str | None) -> None:
     """Start the stack (or refresh its list of mounts)."""
-    from .stack import StackError
+    from .local.stack import StackError
 
     try:
         targets = context.obj.up(webhook)
@@ -213,7 +213,7 @@ def stack_down(context: click.Context) -> None:
 )
 def report(prometheus: str, spans: Path | None, since: int, rate_window: str, output: Path) -> None:
     """An HTML report: latency heatmap, throughput, errors by errno, top paths, slowest operations."""
-    from . import report as reporting
+    from .local import report as reporting
 
     try:
         built = reporting.build(prometheus, spans, since, rate_window)
@@ -233,7 +233,7 @@ def report(prometheus: str, spans: Path | None, since: int, rate_window: str, ou
 )
 def demo(workdir: Path) -> None:
     """Mount a sample directory, run a short real workload in it, report, unmount."""
-    from .demo import run_demo
+    from .local.demo import run_demo
 
     sys.exit(run_demo(workdir))
 
@@ -275,10 +275,10 @@ def traces(
     replay: str | None,
 ) -> None:
     """Search a local span file (the embedded default exporter's output)."""
-    from .tracing.search import Query, load_spans, render_tree, search, summary
+    from .local.traces import Query, load_spans, render_tree, search, summary
 
     if replay is not None:
-        from .tracing.replay import replay_file
+        from .local.replay import replay_file
 
         try:
             count = replay_file(span_file, replay)

@@ -17,9 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .faults.model import FaultsConfig
+from .layers.faults.model import FaultsConfig
+from .layers.throttle.model import ThrottleConfig
 from .section import Section
-from .throttle.model import ThrottleConfig
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from interposer.control import runtime_path_for
-from interposer.mounts import is_stale, mount_at, unmount
-from interposer.process import MountProcess
+from interposer.mount.child import MountProcess
+from interposer.mount.control import runtime_path_for
+from interposer.mount.table import is_stale, mount_at, unmount
 
 
 def interposer(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -11,10 +11,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from interposer.control import runtime_path_for
 from interposer.csi import csi_pb2
 from interposer.csi.state import Publication, RecordStore
 from interposer.csi.supervisor import Supervisor
+from interposer.mount.control import runtime_path_for
 
 from .conftest import wait_for
 

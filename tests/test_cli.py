@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from interposer.config import InterposerConfig
-from interposer.mounts import is_stale, mount_at
-from interposer.process import MountProcess
+from interposer.mount.child import MountProcess
+from interposer.mount.table import is_stale, mount_at
 
 from .conftest import MountFactory, interposer, require_fuse, wait_for
 
@@ -220,7 +220,7 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     assert len(list((scratch / "demo" / "backing" / "archive").iterdir())) == 20
 
 
-@pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.metrics.reference"])
+@pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.layers.metrics.reference"])
 def test_generated_reference_pages_are_fresh(module: str) -> None:
     """docs/configuration.md follows the config model; docs/metrics.md follows the names module."""
     from interposer.docgen import updated

@@ -14,7 +14,7 @@ import pytest
 
 from interposer.csi import csi_pb2
 from interposer.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID
-from interposer.mounts import mount_at
+from interposer.mount.table import mount_at
 from interposer.names import CSI_DRIVER_NAME
 
 from .conftest import require_fuse, wait_for

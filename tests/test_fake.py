@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from interposer.demo import run_workload
-from interposer.process import MountProcess
+from interposer.local.demo import run_workload
+from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory, interposer
 

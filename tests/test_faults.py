@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from interposer.local.traces import load_spans
+from interposer.mount.child import MountProcess
 from interposer.names import (
     ATTR_FAULT,
     ATTR_FAULT_DELAY,
@@ -24,8 +26,6 @@ from interposer.names import (
     FAULTS_INJECTED,
     THROTTLE_WAIT,
 )
-from interposer.process import MountProcess
-from interposer.tracing.search import load_spans
 
 from .conftest import MountFactory, interposer, wait_for
 from .prometheus import scrape

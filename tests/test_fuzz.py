@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from interposer import syscalls
-from interposer.process import MountProcess
+from interposer.backends import syscalls
+from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory
 

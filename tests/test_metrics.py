@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from interposer.metrics.prometheus import DEFAULT_PORT
-from interposer.mounts import mount_at
+from interposer.layers.metrics.prometheus import DEFAULT_PORT
+from interposer.local.traces import load_spans
+from interposer.mount.child import MountProcess
+from interposer.mount.table import mount_at
 from interposer.names import (
     ATTR_ERROR_TYPE,
     ATTR_FAULT,
@@ -37,8 +39,6 @@ from interposer.names import (
     InstrumentKind,
     OpName,
 )
-from interposer.process import MountProcess
-from interposer.tracing.search import load_spans
 
 from . import scripted_io
 from .conftest import MountFactory, interposer, wait_for

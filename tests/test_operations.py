@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from interposer import syscalls
-from interposer.process import MountProcess
+from interposer.backends import syscalls
+from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory
 

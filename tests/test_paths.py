@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from interposer.inodes import ROOT_INODE, InodeTable
+from interposer.backends.inode_table import ROOT_INODE, InodeTable
+from interposer.fuse.request import Op
 from interposer.names import OpName
-from interposer.op import Op
 
 
 class Resolver:

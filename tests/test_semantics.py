@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from interposer.process import MountProcess
+from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory, require
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from interposer.mounts import mount_at
-from interposer.process import MountProcess
-from interposer.tracing.search import load_spans
+from interposer.local.traces import load_spans
+from interposer.mount.child import MountProcess
+from interposer.mount.table import mount_at
 
 from .conftest import MountFactory, interposer, wait_for
 from .otlp import Collector, ReceivedSpan, free_port, run_collector

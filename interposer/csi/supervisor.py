@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..mounts import is_stale, mount_at, unmount
-from ..process import MountProcess
+from ..mount.child import MountProcess
+from ..mount.table import is_stale, mount_at, unmount
 from .state import Publication, key_of
 
 FUSE_TYPE = "fuse.interposer"

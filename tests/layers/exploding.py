@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from interposer.op import Op
-from interposer.pipeline import NextCall
+from interposer.fuse.pipeline import NextCall
+from interposer.fuse.request import Op
 
 
 class ExplodingLayer:

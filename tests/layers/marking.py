@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from interposer.fuse.pipeline import NextCall
+from interposer.fuse.request import Op
 from interposer.names import ATTR_FAULT_ERRNO, ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, EVENT_FAULT, EVENT_THROTTLE
-from interposer.op import Op
-from interposer.pipeline import NextCall
 
 WAIT = 0.001
 LIMIT = "marking"

@@ -1,0 +1,364 @@
+"""The tracing layer: a span per operation, grouped under parent spans, sampled without losing errors.
+
+Grouping (docs/tracing.md):
+
+* a file handle's life, ``open``/``create`` to ``release``, is a ``fuse.file``
+  span whose children are the handle's operations; a directory handle's life
+  is a ``fuse.directory`` span;
+* operations without a handle are children of the calling process's
+  ``fuse.activity`` span, which ends after ``activity_idle_gap`` of quiet;
+* no parent span stays open without bound: past ``segment_max_seconds`` or
+  ``segment_max_operations`` it ends with its summary so far, and the next
+  child starts a new segment linked to it.  The sweeper ends idle segments,
+  so a handle shows up in Jaeger while it is still open.
+
+Sampling.  Each parent span segment is sampled (kept whole) with the
+configured ratio.  An operation outside a sampled segment is still kept if it
+failed or a fault was injected into it; its parent span is then created on
+demand, so a kept span always has its parent.  The decision is made when the
+operation ends, before anything is built: a dropped operation costs two clock
+reads and a few counters.  A kept operation becomes a record of plain values
+(``records``) handed to the span sink; SDK spans are built from it in the
+export process, off the request thread (docs/performance.md).  Parent spans
+too: while a segment is open only its ids exist; its record, with the
+summary, is handed over when it ends.
+
+Being the outermost layer, a span covers throttle waits and injected faults;
+layers inside report those through ``op.events`` and ``op.fault``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import traceback
+from typing import Any, Protocol
+
+import trio
+
+from ...config import TracingConfig
+from ...errnos import errno_of
+from ...fuse.callers import ProcessNames
+from ...fuse.pipeline import NextCall
+from ...fuse.request import Op
+from ...names import (
+    ATTR_COMMAND,
+    ATTR_FILE_INODE,
+    ATTR_FILE_PATH,
+    ATTR_FLAGS,
+    ATTR_HANDLE,
+    ATTR_PID,
+    ATTR_SEGMENT,
+    ATTR_SESSION_BYTES_READ,
+    ATTR_SESSION_BYTES_WRITTEN,
+    ATTR_SESSION_ERRORS,
+    ATTR_SESSION_OPERATIONS,
+    ATTR_SESSION_OPS_PREFIX,
+    ATTR_UID,
+    DIR_HANDLE_OPS,
+    FILE_OPENS,
+    HANDLE_OPS,
+    SPAN_ACTIVITY,
+    SPAN_DIRECTORY_SESSION,
+    SPAN_FILE_SESSION,
+    OpName,
+)
+from .records import Events, operation_record, session_record
+
+_RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
+_DIRECTORY_LIFECYCLE = frozenset({OpName.OPENDIR, OpName.RELEASEDIR})
+_LIFECYCLE = FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
+"""Operations that open or release a handle, and so start or end a file or directory span."""
+_SUCCEEDED = (0, None, None)
+_OP_NAMES = {op: op.value for op in OpName}
+"""Plain strings: the records are marshalled, which takes no str subclass."""
+_getrandbits = random.getrandbits
+_clock = time.time_ns
+"""One clock for span times, idle gaps and segment ages: a span's times are wall-clock ns anyway."""
+
+
+class SpanSink(Protocol):
+    """Where kept records go (``shipper.SpanShipper``); ``add`` must never block."""
+
+    def add(self, record: tuple[Any, ...]) -> None: ...
+
+
+def _new_id(bits: int) -> int:
+    """A random non-zero trace (128 bits) or span (64 bits) id, as the W3C trace context requires."""
+    while True:
+        value = _getrandbits(bits)
+        if value:
+            return value
+
+
+class Group:
+    """A parent span (created when first needed) and the summary of its current segment.
+
+    Class-level defaults, not slots: a file handle's group is made on every
+    open or create, and this way only three fields are set then.
+    """
+
+    handle = -1
+    segment = -1
+    ids: tuple[int, int] | None = None
+    link: tuple[int, int] | None = None
+    """The previous segment's (trace, span) ids."""
+    sampled = False
+    inflight = 0
+    last_active = started = deadline = 0
+    """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
+    operations = errors = bytes_read = bytes_written = 0
+    _command: str | None = None
+    caller: tuple[int, int, int, str] | None = None
+    """The opener's (pid, uid, gid, command), for the handle's operations."""
+
+    def __init__(self, name: str, pid: int, opener: Op | None) -> None:
+        self.name = name
+        self.pid = pid
+        self.opener = opener
+        self.counts: dict[str, int] = {}
+
+    def command(self, names: ProcessNames) -> str:
+        """The command name of the group's process, looked up once."""
+        if self._command is None:
+            self._command = names[self.pid]
+        return self._command
+
+
+class TracingLayer:
+    """Outermost layer: times every operation, whatever the inner layers do to it."""
+
+    def __init__(self, sink: SpanSink, config: TracingConfig, ratio: float) -> None:
+        self._sink = sink
+        self._ratio = ratio
+        self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
+        self._max_ns = int(config.segment_max_seconds * 1e9)
+        self._sweep_interval = min(config.activity_idle_gap, config.segment_max_seconds) / 2
+        self._max_operations = config.segment_max_operations
+        self._span_ids = itertools.count(_new_id(62))
+        self._files: dict[int, Group] = {}
+        self._dirs: dict[int, Group] = {}
+        self._activities: dict[int, Group] = {}
+        self._commands = ProcessNames()
+        self.kept = 0
+        self.sampled_out = 0
+
+    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+        start = _clock()
+        group = self._group_for(op, start)
+        if group.operations >= self._max_operations or start >= group.deadline:
+            self._new_segment(group, start)
+        group.last_active = start
+        group.inflight += 1
+        parent = group.ids if group.sampled else None
+        if parent is not None:  # the span will be kept: its identity exists from the start, for inner layers
+            op.span_ids = (parent[0], next(self._span_ids))
+        try:
+            result = await call_next(op)
+        except BaseException as error:
+            group.inflight -= 1
+            self._finish(op, group, parent, start, error)
+            raise
+        group.inflight -= 1
+        self._finish(op, group, parent, start, None)
+        return result
+
+    # -- groups ------------------------------------------------------------------------
+
+    def _group_for(self, op: Op, now: int) -> Group:
+        name = op.name
+        if name in HANDLE_OPS:
+            group = self._files.get(op.fh)
+            if group is not None:
+                return group
+        elif name in DIR_HANDLE_OPS:
+            group = self._dirs.get(op.fh)
+            if group is not None:
+                return group
+        elif name in FILE_OPENS:
+            return Group(SPAN_FILE_SESSION, op.pid, op)
+        elif name is OpName.OPENDIR:
+            return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
+        group = self._activities.get(op.pid)
+        if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
+            self._end_segment(group)
+            group = None
+        if group is None:
+            group = Group(SPAN_ACTIVITY, op.pid, None)
+            self._activities[op.pid] = group
+        return group
+
+    def _new_segment(self, group: Group, now: int) -> None:
+        self._end_segment(group)
+        group.segment += 1
+        group.started = now
+        group.deadline = now + self._max_ns
+        group.sampled = random.random() < self._ratio
+        if group.sampled:
+            self._parent_span(group)
+
+    def _parent_span(self, group: Group) -> tuple[int, int]:
+        """The (trace, span) ids of the group's span for this segment, allotted on first need.
+
+        The span itself is handed over, finished, when the segment ends: until
+        then only its ids exist, which is all its children need.
+        """
+        if group.ids is None:
+            group.ids = (_new_id(128), next(self._span_ids))
+        return group.ids
+
+    def _end_segment(self, group: Group) -> None:
+        ids = group.ids
+        if ids is not None:
+            attributes: dict[str, Any] = {ATTR_PID: group.pid, ATTR_COMMAND: group.command(self._commands)}
+            opener = group.opener
+            if opener is not None:
+                attributes |= {
+                    ATTR_FILE_PATH: opener.path,
+                    ATTR_FILE_INODE: opener.inode,
+                    ATTR_UID: opener.uid,
+                    ATTR_FLAGS: opener.flags,
+                }
+                if group.handle >= 0:
+                    attributes[ATTR_HANDLE] = group.handle
+            attributes |= {
+                ATTR_SEGMENT: group.segment,
+                ATTR_SESSION_OPERATIONS: group.operations,
+                ATTR_SESSION_ERRORS: group.errors,
+                ATTR_SESSION_BYTES_READ: group.bytes_read,
+                ATTR_SESSION_BYTES_WRITTEN: group.bytes_written,
+            }
+            for kind, count in group.counts.items():
+                attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
+            times = (group.started, _clock())
+            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors))
+            group.link = ids
+            group.ids = None
+        if group.operations:
+            group.operations = group.errors = group.bytes_read = group.bytes_written = 0
+            group.counts = {}
+
+    # -- operations --------------------------------------------------------------------
+
+    def _finish(
+        self, op: Op, group: Group, parent: tuple[int, int] | None, start: int, error: BaseException | None
+    ) -> None:
+        """Account the operation to its group and hand over its record if kept.
+
+        ``parent`` is the segment the operation started in, if that was sampled;
+        the group may have moved on to a new segment since.
+        """
+        name = op.name
+        group.operations += 1
+        counts = group.counts
+        counts[name] = counts.get(name, 0) + 1
+        if error is not None:
+            group.errors += 1
+        elif name is OpName.READ:
+            group.bytes_read += op.transferred
+        elif name is OpName.WRITE:
+            group.bytes_written += op.transferred
+        if parent is not None or group.sampled or error is not None or op.fault is not None:
+            self.kept += 1
+            if parent is None:
+                parent = self._parent_span(group)
+            ids = op.span_ids
+            failure: tuple[int, str | None, str | None] = _SUCCEEDED
+            events = op.events
+            if error is not None:
+                failure, events = _failure(error, events)
+            self._sink.add(
+                operation_record(
+                    _OP_NAMES[name],
+                    (parent[0], next(self._span_ids) if ids is None else ids[1], parent[1]),
+                    (start, _clock()),
+                    (op.path, op.inode, op.fh, op.offset, op.size, op.transferred),
+                    (
+                        op.new_path if name is OpName.RENAME or name is OpName.LINK else None,
+                        op.resolver.paths_of_inode(op.inode) if name is OpName.LINK else None,
+                    ),
+                    self._caller(op, group),
+                    failure,
+                    op.fault,
+                    events,
+                )
+            )
+        else:
+            self.sampled_out += 1
+        if name in _LIFECYCLE:
+            table = self._dirs if name in _DIRECTORY_LIFECYCLE else self._files
+            if name in _RELEASES:
+                self._closed(table, op.fh)
+            else:
+                self._opened(table, op, group, error)
+
+    def _caller(self, op: Op, group: Group) -> tuple[int, int, int, str]:
+        """(pid, uid, gid, command) of the operation's caller.
+
+        pyfuse3 gives handle operations no caller: they belong to the process
+        that opened the handle, whose identity the group keeps.  (An activity
+        group is its caller's, so only handle groups get here without one.)
+        """
+        pid = op.pid
+        if pid == group.pid:
+            return (pid, op.uid, op.gid, group.command(self._commands))
+        if pid:
+            return (pid, op.uid, op.gid, self._commands[pid])
+        if group.caller is None:
+            opener = group.opener
+            assert opener is not None
+            group.caller = (opener.pid, opener.uid, opener.gid, group.command(self._commands))
+        return group.caller
+
+    def _opened(self, table: dict[int, Group], op: Op, group: Group, error: BaseException | None) -> None:
+        if error is not None:
+            self._end_segment(group)
+            return
+        group.handle = op.fh
+        table[op.fh] = group
+
+    def _closed(self, table: dict[int, Group], fh: int) -> None:
+        group = table.pop(fh, None)
+        if group is not None:
+            self._end_segment(group)
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    async def sweep(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """End idle activity spans and over-age segments, so nothing stays open without bound."""
+        task_status.started()
+        while True:
+            await trio.sleep(self._sweep_interval)
+            now = _clock()
+            for pid, group in list(self._activities.items()):
+                if group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
+                    self._end_segment(group)
+                    del self._activities[pid]
+            for group in (*self._files.values(), *self._dirs.values()):
+                if group.ids is not None and group.inflight == 0 and now >= group.deadline:
+                    self._end_segment(group)  # the handle's next operation starts the next segment
+
+    def close(self) -> None:
+        """End every open parent span (the mount is going away)."""
+        for table in (self._files, self._dirs, self._activities):
+            for group in table.values():
+                self._end_segment(group)
+            table.clear()
+
+
+def _failure(error: BaseException, events: Events) -> tuple[tuple[int, str | None, str | None], Events]:
+    """An operation's failure as (errno, error type, message), and its events with, for a defect, the exception.
+
+    An OSError's error type is its errno's symbol, named where the span is built.
+    """
+    code = errno_of(error)
+    if isinstance(error, OSError):
+        return (code, None, error.strerror), events
+    kind = type(error).__qualname__
+    details = {
+        "exception.type": kind,
+        "exception.message": str(error),
+        "exception.stacktrace": "".join(traceback.format_exception(error)),
+    }
+    return (code, kind, str(error) or kind), [*(events or ()), ("exception", details)]

@@ -1,0 +1,251 @@
+"""Mounting: check the mountpoint, assemble backend, pipeline and adapter, serve until told to stop."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from ..backends import syscalls
+from ..backends.fake import FakeBackend
+from ..backends.passthrough import PassthroughBackend
+from ..config import ConfigError, InterposerConfig
+from ..fuse.adapter import InterposerFS
+from ..fuse.pipeline import Layer, Pipeline
+from ..layers.metrics.layer import MetricsLayer
+from ..layers.metrics.setup import MetricsSetup, build_metrics
+from ..layers.tracing.layer import TracingLayer
+from ..layers.tracing.setup import TracingSetup, build_tracing
+from ..names import SIGNAL_METRICS, SIGNAL_TRACES
+from ..telemetry import TelemetryHealth, build_resource
+from .control import ControlServer, runtime_path_for, socket_path_for
+from .reconfigure import LayerStack
+from .table import is_stale, mount_at, unmount
+
+log = logging.getLogger(__name__)
+
+
+class MountError(RuntimeError):
+    """The mount cannot be made; the message says why and what to do."""
+
+
+def prepare_mountpoint(mountpoint: Path, *, force: bool) -> None:
+    """Refuse a stale or occupied mountpoint, or with ``force`` clear a stale one."""
+    if is_stale(mountpoint):
+        if not force:
+            raise MountError(
+                f"{mountpoint} is a stale FUSE mount (Transport endpoint is not connected): "
+                f"the process that served it is gone. Run 'interposer unmount --force {mountpoint}' "
+                "or mount again with --force."
+            )
+        log.warning("clearing stale mount at %s", mountpoint)
+        unmount(mountpoint, lazy=True)
+    if not mountpoint.is_dir():
+        raise MountError(f"mountpoint {mountpoint} does not exist or is not a directory")
+    existing = mount_at(mountpoint)
+    if existing is not None and existing.fstype.startswith("fuse"):
+        raise MountError(f"{mountpoint} is already a FUSE mount ({existing.fstype} from {existing.source})")
+
+
+def load_layers(specs: tuple[str, ...]) -> list[Layer]:
+    """Instantiate extra layers from 'module:attribute' specs (a class or a factory)."""
+    layers = []
+    for spec in specs:
+        module, _, attribute = spec.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+        layers.append(factory())
+    return layers
+
+
+def _raise_fd_limit() -> int:
+    """Known inodes and open files hold descriptors: allow as many as we may; return the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, int(Path("/proc/sys/fs/nr_open").read_text()))
+    for limit in (wanted, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        except (ValueError, OSError):
+            continue
+        return limit
+    return soft
+
+
+def _mount_options(config: InterposerConfig) -> set[str]:
+    options = {f"fsname={config.fuse.fsname}", "subtype=interposer", "default_permissions"}
+    if config.fuse.read_only:
+        options.add("ro")
+    if config.fuse.allow_other:
+        if os.geteuid() == 0 or "user_allow_other" in _fuse_conf():
+            options.add("allow_other")
+        else:
+            log.warning("allow_other needs root or user_allow_other in /etc/fuse.conf; mounting without it")
+    return options
+
+
+def _fuse_conf() -> str:
+    try:
+        return Path("/etc/fuse.conf").read_text()
+    except OSError:
+        return ""
+
+
+class Mount:
+    """One served mount: its backend, pipeline, adapter and control socket."""
+
+    def __init__(self, backing: Path, mountpoint: Path, config: InterposerConfig) -> None:
+        if not backing.is_dir():
+            raise MountError(f"backing directory {backing} does not exist or is not a directory")
+        self.backing = backing.resolve()
+        self.mountpoint = mountpoint.absolute()
+        self.config = config
+        fd_limit = _raise_fd_limit()
+        self.backend: PassthroughBackend | FakeBackend
+        if config.backend.kind == "fake":
+            self.backend = FakeBackend(config.cache, config.backend.fake)
+        else:
+            self.backend = PassthroughBackend(
+                str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
+            )
+        self.health = TelemetryHealth()
+        self.health.install()
+        resource = build_resource(self.mountpoint, self.backing, config.volume_id)
+        self.tracing: TracingSetup | None = None
+        self.tracing_layer: TracingLayer | None = None
+        self.metrics: MetricsSetup | None = None
+        self.metrics_layer: MetricsLayer | None = None
+        observers: dict[str, Layer] = {}
+        if config.tracing.enabled:
+            self.tracing = build_tracing(
+                config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), resource, self.health
+            )
+            self.tracing_layer = TracingLayer(self.tracing.sink, config.tracing, self.tracing.ratio)
+            observers["tracing"] = self.tracing_layer
+        if config.metrics.enabled:
+            self.metrics = build_metrics(config.metrics, resource, self.health)
+            self.metrics_layer = MetricsLayer(
+                self.metrics.meter, self.metrics.duration, self.metrics.throttle_wait, self.health
+            )
+            observers["metrics"] = self.metrics_layer
+        self.pipeline = Pipeline(self.backend)
+        self.layers = LayerStack(self.pipeline, config, observers, load_layers(config.extra_layers), self.backend)
+        self.fs = InterposerFS(
+            self.pipeline,
+            self.backend,
+            negative_timeout=config.cache.negative_timeout,
+            writeback_cache=config.cache.writeback_cache,
+        )
+        self.control = ControlServer(
+            config.control.socket or socket_path_for(self.mountpoint),
+            {"status": self._status, "configure": self._configure, "layer": self._switch, "crash": self._crash},
+        )
+        if self.tracing is not None:
+            self.tracing.wait_ready()  # the export process has started meanwhile; its config errors stop us here
+
+    async def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
+        sections = request.get("sections")
+        if not isinstance(sections, dict):
+            raise ConfigError("configure needs 'sections': a mapping of faults and/or throttle settings")
+        config = self.layers.replace_sections(sections)
+        log.info("reconfigured %s", ", ".join(sorted(sections)))
+        return {"config": config.model_dump(mode="json")}
+
+    async def _crash(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {"undone": await self.layers.crash()}
+
+    async def _switch(self, request: dict[str, Any]) -> dict[str, Any]:
+        name, enabled = request.get("name"), request.get("enabled")
+        if not isinstance(name, str) or not isinstance(enabled, bool):
+            raise ConfigError("layer needs 'name' (a layer) and 'enabled' (true or false)")
+        self.layers.switch(name, enabled)
+        log.info("layer %s switched %s", name, "on" if enabled else "off")
+        return self.layers.status()
+
+    async def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "mountpoint": str(self.mountpoint),
+            "backing": str(self.backing),
+            "pid": os.getpid(),
+            "backend": self.config.backend.kind,
+            **self.backend.stats(),
+            "internal_errors": self.fs.internal_errors,
+            "tracing": self._tracing_status(),
+            "metrics": self._metrics_status(),
+            **self.layers.status(),
+            "config": self.layers.config.model_dump(mode="json"),
+        }
+
+    def _tracing_status(self) -> dict[str, Any] | None:
+        if self.tracing is None or self.tracing_layer is None:
+            return None
+        return {
+            "exporter": self.tracing.exporter_name,
+            "destination": self.tracing.destination,
+            "sample_ratio": self.tracing.ratio,
+            "operations_kept": self.tracing_layer.kept,
+            "operations_sampled_out": self.tracing_layer.sampled_out,
+            "spans_dropped": self.health.dropped_spans,
+            "export_failures": self.health.export_failures[SIGNAL_TRACES],
+        }
+
+    def _metrics_status(self) -> dict[str, Any] | None:
+        if self.metrics is None or self.metrics_layer is None:
+            return None
+        return {
+            "exporters": self.metrics.destinations,
+            "operations_active": sum(self.metrics_layer.active.values()),
+            "bytes": self.metrics_layer.bytes,
+            "handles_open": self.metrics_layer.handles,
+            "directories_net_created": self.metrics_layer.directories_net_created,
+            "export_failures": self.health.export_failures[SIGNAL_METRICS],
+        }
+
+    def serve(self) -> None:
+        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount."""
+        os.umask(0)  # the kernel has applied the caller's umask already
+        syscalls.keep_large_buffers_on_heap()
+        pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
+        try:
+            log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
+            if self.tracing is not None:
+                log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
+            if self.metrics is not None:
+                for exporter, destination in self.metrics.destinations.items():
+                    log.info("metrics: %s %s", exporter, destination)
+            trio.run(self._session)
+        finally:
+            pyfuse3.close(unmount=True)
+            if self.tracing_layer is not None:
+                self.tracing_layer.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()
+            if self.metrics is not None:
+                self.metrics.shutdown()
+            self.health.uninstall()
+            self.layers.close()
+            self.backend.close()
+            log.info("unmounted %s", self.mountpoint)
+
+    async def _session(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_signal)
+            await nursery.start(self.control.serve)
+            if self.tracing_layer is not None:
+                await nursery.start(self.tracing_layer.sweep)
+            if self.tracing is not None:
+                await nursery.start(self.tracing.run)
+            await pyfuse3.main(min_tasks=1, max_tasks=self.config.fuse.max_workers)
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, unmounting", signal.Signals(signum).name)
+                pyfuse3.terminate()
+                return
