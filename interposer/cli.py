@@ -130,7 +130,7 @@ def ctl_status(context: click.Context) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.pass_context
 def ctl_set(context: click.Context, file: Path) -> None:
-    """Replace the faults and/or throttle sections with those in a YAML FILE, atomically."""
+    """Replace the faults, throttle and/or crash sections with those in a YAML FILE, atomically; the rest is kept."""
     try:
         sections = read_config_file(file)
     except ConfigError as exc:
@@ -142,7 +142,7 @@ def ctl_set(context: click.Context, file: Path) -> None:
 @ctl.command(name="crash")
 @click.pass_context
 def ctl_crash(context: click.Context) -> None:
-    """Drop every write not fsynced, as a power loss would (needs faults.crash_consistency)."""
+    """Drop every write not fsynced, as a power loss would (needs crash.enabled)."""
     click.echo(json.dumps(_ask(context, {"command": "crash"})["undone"]))
 
 

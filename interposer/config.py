@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from .layers.crash.model import CrashConfig
 from .layers.faults.model import FaultsConfig
 from .layers.throttle.model import ThrottleConfig
 from .section import Section
@@ -166,6 +167,7 @@ class InterposerConfig(Section):
     metrics: MetricsConfig = MetricsConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     faults: FaultsConfig = FaultsConfig()
+    crash: CrashConfig = CrashConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
         (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
@@ -175,8 +177,8 @@ class InterposerConfig(Section):
 
     @model_validator(mode="after")
     def _journal_needs_files(self) -> InterposerConfig:
-        if self.faults.crash_consistency and self.backend.kind != "passthrough":
-            raise ValueError("faults.crash_consistency needs backend.kind: passthrough (the fake backend never syncs)")
+        if self.crash.enabled and self.backend.kind != "passthrough":
+            raise ValueError("crash.enabled needs backend.kind: passthrough (the fake backend never syncs)")
         return self
 
     @field_validator("extra_layers")

@@ -7,8 +7,9 @@ must never be spelled anywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class OpName(StrEnum):
@@ -44,29 +45,87 @@ class OpName(StrEnum):
     REMOVEXATTR = "removexattr"
 
 
-FILE_OPENS = frozenset({OpName.OPEN, OpName.CREATE})
-"""Operations that give the caller a file handle."""
+class Addressing(Enum):
+    """What a request names the object it acts on by."""
 
-HANDLE_OPS = frozenset({OpName.READ, OpName.WRITE, OpName.FLUSH, OpName.RELEASE, OpName.FSYNC})
-"""Operations addressed by a file handle rather than an inode."""
+    INODE = "inode"
+    ENTRY = "entry"
+    """(parent inode, name): the path is the parent's path + name."""
+    HANDLE = "handle"
+    DIR_HANDLE = "dir_handle"
 
-DIR_HANDLE_OPS = frozenset({OpName.READDIR, OpName.RELEASEDIR, OpName.FSYNCDIR})
-"""Operations addressed by a directory handle."""
 
-ENTRY_OPS = frozenset(
-    {
-        OpName.LOOKUP,
-        OpName.SYMLINK,
-        OpName.MKNOD,
-        OpName.MKDIR,
-        OpName.UNLINK,
-        OpName.RMDIR,
-        OpName.RENAME,
-        OpName.CREATE,
-    }
-)
-"""Operations addressed by (parent inode, name); their path is the parent's path + name.
+@dataclass(frozen=True, slots=True)
+class OpTraits:
+    """What every layer needs to know about an operation, said once."""
+
+    addressing: Addressing = Addressing.INODE
+    opens: str | None = None
+    """The kind of handle it opens (HANDLE_FILE or HANDLE_DIRECTORY), if it opens one."""
+    releases: str | None = None
+    """The kind of handle it releases, if it releases one."""
+    housekeeping: bool = False
+    """The kernel never retries it and expects no failure: never faulted, never throttled."""
+    direction: str | None = None
+    """DIRECTION_READ or DIRECTION_WRITE for the operations that move file data."""
+    returns_attributes: bool = False
+    """Its reply holds the object's attributes (for create: the second element)."""
+
+
+HANDLE_FILE = "file"
+HANDLE_DIRECTORY = "directory"
+DIRECTION_READ = "read"
+DIRECTION_WRITE = "write"
+
+_ENTRY_ATTRIBUTES = OpTraits(Addressing.ENTRY, returns_attributes=True)
+TRAITS: dict[OpName, OpTraits] = {
+    OpName.LOOKUP: _ENTRY_ATTRIBUTES,
+    OpName.FORGET: OpTraits(housekeeping=True),
+    OpName.GETATTR: OpTraits(returns_attributes=True),
+    OpName.SETATTR: OpTraits(returns_attributes=True),
+    OpName.READLINK: OpTraits(),
+    OpName.SYMLINK: _ENTRY_ATTRIBUTES,
+    OpName.MKNOD: _ENTRY_ATTRIBUTES,
+    OpName.MKDIR: _ENTRY_ATTRIBUTES,
+    OpName.UNLINK: OpTraits(Addressing.ENTRY),
+    OpName.RMDIR: OpTraits(Addressing.ENTRY),
+    OpName.RENAME: OpTraits(Addressing.ENTRY),
+    OpName.LINK: OpTraits(returns_attributes=True),
+    OpName.OPEN: OpTraits(opens=HANDLE_FILE),
+    OpName.CREATE: OpTraits(Addressing.ENTRY, opens=HANDLE_FILE, returns_attributes=True),
+    OpName.READ: OpTraits(Addressing.HANDLE, direction=DIRECTION_READ),
+    OpName.WRITE: OpTraits(Addressing.HANDLE, direction=DIRECTION_WRITE),
+    OpName.FLUSH: OpTraits(Addressing.HANDLE),
+    OpName.RELEASE: OpTraits(Addressing.HANDLE, releases=HANDLE_FILE, housekeeping=True),
+    OpName.FSYNC: OpTraits(Addressing.HANDLE),
+    OpName.OPENDIR: OpTraits(opens=HANDLE_DIRECTORY),
+    OpName.READDIR: OpTraits(Addressing.DIR_HANDLE),
+    OpName.RELEASEDIR: OpTraits(Addressing.DIR_HANDLE, releases=HANDLE_DIRECTORY, housekeeping=True),
+    OpName.FSYNCDIR: OpTraits(Addressing.DIR_HANDLE),
+    OpName.STATFS: OpTraits(),
+    OpName.SETXATTR: OpTraits(),
+    OpName.GETXATTR: OpTraits(),
+    OpName.LISTXATTR: OpTraits(),
+    OpName.REMOVEXATTR: OpTraits(),
+}
+"""The one table of operation traits; every layer classifies operations through it.
 (LINK names its new entry in ``new_parent``/``new_name``; its path is the linked inode's.)"""
+
+
+def _having(predicate: Callable[[OpTraits], object]) -> frozenset[OpName]:
+    return frozenset(name for name, traits in TRAITS.items() if predicate(traits))
+
+
+FILE_OPENS = _having(lambda traits: traits.opens == HANDLE_FILE)
+"""Operations that give the caller a file handle."""
+HANDLE_OPS = _having(lambda traits: traits.addressing is Addressing.HANDLE)
+"""Operations addressed by a file handle rather than an inode."""
+DIR_HANDLE_OPS = _having(lambda traits: traits.addressing is Addressing.DIR_HANDLE)
+"""Operations addressed by a directory handle."""
+ENTRY_OPS = _having(lambda traits: traits.addressing is Addressing.ENTRY)
+"""Operations addressed by (parent inode, name)."""
+HOUSEKEEPING = _having(lambda traits: traits.housekeeping)
+"""Operations the kernel never retries: never faulted, never throttled."""
 
 
 # -- tracing: span names and attribute keys -------------------------------------------------
@@ -167,10 +226,6 @@ ATTR_IO_DIRECTION = "disk.io.direction"
 ATTR_HANDLE_KIND = "fuse.handle.kind"
 ATTR_TELEMETRY_SIGNAL = "fuse.telemetry.signal"
 
-DIRECTION_READ = "read"
-DIRECTION_WRITE = "write"
-HANDLE_FILE = "file"
-HANDLE_DIRECTORY = "directory"
 SIGNAL_TRACES = "traces"
 SIGNAL_METRICS = "metrics"
 
@@ -200,7 +255,7 @@ class Instrument:
     def prometheus_name(self) -> str:
         """The metric family name Prometheus stores (histograms add _bucket, _sum and _count)."""
         name = self.name.replace(".", "_")
-        unit = _PROMETHEUS_UNITS.get(self.unit, "")
+        unit = prometheus_unit(self.unit)
         if unit and not name.endswith("_" + unit):
             name += "_" + unit
         return name + "_total" if self.kind is InstrumentKind.COUNTER else name
@@ -222,6 +277,12 @@ class Instrument:
 
 _PROMETHEUS_UNITS = {"s": "seconds", "By": "bytes"}
 """The unit suffixes in use; annotations such as {operation} add none."""
+
+
+def prometheus_unit(unit: str) -> str:
+    """The unit Prometheus names a metric with: seconds, bytes, or none for an annotation like {operation}."""
+    return _PROMETHEUS_UNITS.get(unit, "")
+
 
 OPERATION_DURATION = Instrument(
     "fuse.operation.duration",
@@ -278,7 +339,8 @@ SPANS_DROPPED = Instrument(
     InstrumentKind.COUNTER,
     "{span}",
     (),
-    "Spans dropped because the export queue was full (a slow or dead collector).",
+    "Spans dropped, counted where they were dropped: the export process behind or gone, its export queue "
+    "full, or an export that failed (a slow or dead collector).",
 )
 EXPORT_FAILURES = Instrument(
     "fuse.telemetry.export.failures",

@@ -74,8 +74,8 @@ def test_kept_data_is_capped_like_a_full_disk(mount_factory: MountFactory, scrat
     assert mount.status()["fake_kept_bytes"] == 0
 
 
-def test_crash_consistency_needs_the_passthrough_backend(scratch: Path) -> None:
-    (scratch / "config.yaml").write_text("backend: {kind: fake}\nfaults: {crash_consistency: true}\n")
+def test_the_crash_journal_needs_the_passthrough_backend(scratch: Path) -> None:
+    (scratch / "config.yaml").write_text("backend: {kind: fake}\ncrash: {enabled: true}\n")
     result = interposer("mount", str(scratch), str(scratch), "--config", str(scratch / "config.yaml"))
     assert result.returncode == 2
-    assert "faults.crash_consistency needs backend.kind: passthrough" in result.stderr
+    assert "crash.enabled needs backend.kind: passthrough" in result.stderr

@@ -361,7 +361,7 @@ def test_throttled_waiters_are_served_in_order_and_do_not_stall_others(
 
 
 def test_crash_drops_exactly_the_unsynced_writes(mount_factory: MountFactory, scratch: Path) -> None:
-    mount = mount_with(mount_factory, scratch, {"faults": {"crash_consistency": True}})
+    mount = mount_with(mount_factory, scratch, {"crash": {"enabled": True}})
     root = mount.mountpoint
 
     def write(path: Path, data: bytes, *, offset: int = 0, sync: bool = False) -> None:
@@ -395,7 +395,7 @@ def test_crash_drops_exactly_the_unsynced_writes(mount_factory: MountFactory, sc
 def test_crash_without_the_journal_says_how_to_enable_it(mounted: MountProcess) -> None:
     result = interposer("ctl", str(mounted.mountpoint), "crash")
     assert result.returncode == 2
-    assert "crash needs faults.crash_consistency: true" in result.stderr
+    assert "crash needs crash.enabled: true" in result.stderr
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from interposer.backends.handles import Handle
 from interposer.backends.inode_table import ROOT_INODE, InodeTable
-from interposer.fuse.request import Op
+from interposer.fuse.request import Request
 from interposer.names import OpName
 
 
@@ -21,14 +22,8 @@ class Resolver:
     def paths_of_inode(self, inode: int) -> list[str]:
         return self.table.paths_of_inode(inode)
 
-    def inode_of_handle(self, fh: int) -> int:
-        return 0
-
-    def inode_of_dir_handle(self, fh: int) -> int:
-        return 0
-
-    def opener_of_handle(self, fh: int) -> tuple[int, int]:
-        return 0, 0
+    def handle(self, fh: int) -> Handle:
+        raise AssertionError("no handle requests here")
 
 
 def lookup(table: InodeTable, parent: int, root: Path, relative: str) -> int:
@@ -47,9 +42,9 @@ def test_dot_dotdot_root_and_exchange(tmp_path: Path) -> None:
     assert table.path_of_inode(b) == "/a/b"
 
     def entry_path(parent: int, name: bytes) -> str:
-        op = Op(OpName.LOOKUP, resolver)
-        op.inode, op.entry_name = parent, name
-        return op.path
+        request = Request(OpName.LOOKUP)
+        request.inode, request.entry_name = parent, name
+        return request.resolve(resolver).path
 
     assert entry_path(b, b".") == "/a/b"
     assert entry_path(b, b"..") == "/a"

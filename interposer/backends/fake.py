@@ -15,15 +15,15 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pyfuse3
 
 from ..config import CacheConfig, FakeConfig
-from ..fuse.request import Op
-from ..names import OpName
+from ..fuse.request import NONE, Reply, Request
+from ..names import HANDLE_DIRECTORY, HANDLE_FILE, OpName
 from ..pathnames import DELETED_SUFFIX, child_path
 from . import syscalls
+from .handles import Handle, HandleTable
 
 ROOT = pyfuse3.ROOT_INODE
 _PATTERN = bytes(range(256))
@@ -51,6 +51,7 @@ class Node:
         "opens",
         "rdev",
         "size",
+        "subdirs",
         "target",
         "uid",
         "xattrs",
@@ -66,6 +67,8 @@ class Node:
         self.size = 0
         self.atime = self.mtime = self.ctime = now
         self.children: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
+        self.subdirs = 0
+        """How many of a directory's children are directories: its link count is 2 + this, kept as they change."""
         self.data = bytearray()
         self.target = b""
         self.xattrs: dict[bytes, bytes] = {}
@@ -97,18 +100,15 @@ class FakeBackend:
         self._handles = itertools.count(1)
         root = Node(ROOT, stat.S_IFDIR | 0o755, os.getuid(), os.getgid())
         self.nodes: dict[int, Node] = {ROOT: root}
-        self.files: dict[int, tuple[int, int, tuple[int, int]]] = {}
-        """File handle -> (inode, open flags, the opener's pid and uid)."""
-        self.dirs: dict[int, tuple[int, list[bytes]]] = {}
-        """Directory handle -> (inode, the listing snapshot taken at offset 0)."""
-        self.handlers: dict[OpName, Callable[[Op], Awaitable[Any]]] = {
+        self.handles = HandleTable()
+        self.handlers: dict[OpName, Callable[[Request], Awaitable[Reply]]] = {
             name: getattr(self, name.value) for name in OpName
         }
 
-    async def __call__(self, op: Op) -> Any:
-        return await self.handlers[op.name](op)
+    async def __call__(self, request: Request) -> Reply:
+        return await self.handlers[request.name](request)
 
-    # -- what an Op needs to resolve its path, and what status shows ---------------------
+    # -- what the adapter resolves a request with, and what status shows -----------------
 
     def path_of_inode(self, inode: int) -> str:
         paths = self.paths_of_inode(inode)
@@ -122,28 +122,20 @@ class FakeBackend:
             return []
         return [child_path(self.path_of_inode(parent), name) for parent, name in node.names]
 
-    def inode_of_handle(self, fh: int) -> int:
-        return self.files.get(fh, (0, 0, (0, 0)))[0]
-
-    def opener_of_handle(self, fh: int) -> tuple[int, int]:
-        return self.files.get(fh, (0, 0, (0, 0)))[2]
-
-    def inode_of_dir_handle(self, fh: int) -> int:
-        return self.dirs.get(fh, (0, []))[0]
+    def handle(self, fh: int) -> Handle:
+        return self.handles.get(fh)
 
     def stats(self) -> dict[str, int]:
         return {
             "inodes": len(self.nodes),
             "inode_fds": 0,
-            "open_files": len(self.files),
-            "open_dirs": len(self.dirs),
+            **self.handles.stats(),
             "fake_kept_bytes": self.kept_bytes,
         }
 
     def close(self) -> None:
         self.nodes.clear()
-        self.files.clear()
-        self.dirs.clear()
+        self.handles.clear()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -164,7 +156,7 @@ class FakeBackend:
         attrs.st_ino = node.ino
         attrs.st_mode = node.mode
         if node.children is not None:
-            attrs.st_nlink = 2 + sum(1 for ino in node.children.values() if self.nodes[ino].children is not None)
+            attrs.st_nlink = 2 + node.subdirs
         else:
             attrs.st_nlink = len(node.names)
         attrs.st_uid = node.uid
@@ -184,7 +176,7 @@ class FakeBackend:
         node.lookups += 1
         return self._attributes(node)
 
-    def _new(self, op: Op, kind_and_mode: int) -> Node:
+    def _new(self, op: Request, kind_and_mode: int) -> Node:
         """A new object named op.entry_name in directory op.inode, owned as the kernel would own it."""
         parent, children = self._directory(op.inode)
         if op.entry_name in children:
@@ -196,9 +188,25 @@ class FakeBackend:
                 kind_and_mode |= stat.S_ISGID
         node = Node(next(self._numbers), kind_and_mode, op.uid, gid)
         self.nodes[node.ino] = node
-        children[op.entry_name] = node.ino
+        self._attach(parent, op.entry_name, node)
         node.names.append((op.inode, op.entry_name))
         parent.touch()
+        return node
+
+    @staticmethod
+    def _attach(parent: Node, name: bytes, node: Node) -> None:
+        """Enter ``node`` in ``parent`` under ``name``, keeping the parent's count of subdirectories."""
+        assert parent.children is not None
+        parent.children[name] = node.ino
+        if node.children is not None:
+            parent.subdirs += 1
+
+    def _detach(self, parent: Node, name: bytes) -> Node:
+        """Remove ``name`` from ``parent``; the node it named stays in the table until collected."""
+        assert parent.children is not None
+        node = self.nodes[parent.children.pop(name)]
+        if node.children is not None:
+            parent.subdirs -= 1
         return node
 
     def _unlinked(self, parent: int, name: bytes, node: Node) -> None:
@@ -233,29 +241,30 @@ class FakeBackend:
 
     # -- inode operations ---------------------------------------------------------------
 
-    async def lookup(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def lookup(self, op: Request) -> Reply:
         parent, children = self._directory(op.inode)
         name = op.entry_name
         if name == b".":
-            return self._looked_up(parent)
+            return Reply(self._looked_up(parent))
         if name == b"..":
-            return self._looked_up(self._node(parent.names[0][0] if parent.names else ROOT))
+            return Reply(self._looked_up(self._node(parent.names[0][0] if parent.names else ROOT)))
         ino = children.get(name)
         if ino is None:
             raise _error(errno.ENOENT)
-        return self._looked_up(self.nodes[ino])
+        return Reply(self._looked_up(self.nodes[ino]))
 
-    async def forget(self, op: Op) -> None:
+    async def forget(self, op: Request) -> Reply:
         for ino, count in op.forgets:
             node = self.nodes.get(ino)
             if node is not None:
                 node.lookups -= count
                 self._collect(node)
+        return NONE
 
-    async def getattr(self, op: Op) -> pyfuse3.EntryAttributes:
-        return self._attributes(self._node(op.inode))
+    async def getattr(self, op: Request) -> Reply:
+        return Reply(self._attributes(self._node(op.inode)))
 
-    async def setattr(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def setattr(self, op: Request) -> Reply:
         node = self._node(op.inode)
         attr, fields = op.attr, op.fields
         assert attr is not None
@@ -275,55 +284,56 @@ class FakeBackend:
             node.atime = attr.st_atime_ns
         if fields.update_mtime:
             node.mtime = attr.st_mtime_ns
-        node.ctime = time.time_ns()
-        return self._attributes(node)
+        node.ctime = time.time_ns()  # every setattr changes ctime, one that sets nothing included
+        return Reply(self._attributes(node))
 
-    async def readlink(self, op: Op) -> bytes:
+    async def readlink(self, op: Request) -> Reply:
         node = self._node(op.inode)
         if not stat.S_ISLNK(node.mode):
             raise _error(errno.EINVAL)
-        return node.target
+        return Reply(node.target)
 
-    async def symlink(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def symlink(self, op: Request) -> Reply:
         node = self._new(op, stat.S_IFLNK | 0o777)
         node.target = op.target
-        return self._looked_up(node)
+        return Reply(self._looked_up(node))
 
-    async def mknod(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def mknod(self, op: Request) -> Reply:
         node = self._new(op, op.mode)
         node.rdev = op.rdev
-        return self._looked_up(node)
+        return Reply(self._looked_up(node))
 
-    async def mkdir(self, op: Op) -> pyfuse3.EntryAttributes:
-        return self._looked_up(self._new(op, stat.S_IFDIR | stat.S_IMODE(op.mode)))
+    async def mkdir(self, op: Request) -> Reply:
+        return Reply(self._looked_up(self._new(op, stat.S_IFDIR | stat.S_IMODE(op.mode))))
 
-    async def unlink(self, op: Op) -> None:
+    async def unlink(self, op: Request) -> Reply:
         parent, children = self._directory(op.inode)
         ino = children.get(op.entry_name)
         if ino is None:
             raise _error(errno.ENOENT)
-        node = self.nodes[ino]
-        if node.children is not None:
+        if self.nodes[ino].children is not None:
             raise _error(errno.EISDIR)
-        del children[op.entry_name]
+        node = self._detach(parent, op.entry_name)
         parent.touch()
         self._unlinked(op.inode, op.entry_name, node)
+        return NONE
 
-    async def rmdir(self, op: Op) -> None:
+    async def rmdir(self, op: Request) -> Reply:
         parent, children = self._directory(op.inode)
         ino = children.get(op.entry_name)
         if ino is None:
             raise _error(errno.ENOENT)
-        node = self.nodes[ino]
-        if node.children is None:
+        target = self.nodes[ino]
+        if target.children is None:
             raise _error(errno.ENOTDIR)
-        if node.children:
+        if target.children:
             raise _error(errno.ENOTEMPTY)
-        del children[op.entry_name]
+        node = self._detach(parent, op.entry_name)
         parent.touch()
         self._unlinked(op.inode, op.entry_name, node)
+        return NONE
 
-    async def rename(self, op: Op) -> None:
+    async def rename(self, op: Request) -> Reply:
         old_parent, old_children = self._directory(op.inode)
         new_parent, new_children = self._directory(op.new_parent)
         moving = old_children.get(op.entry_name)
@@ -335,7 +345,10 @@ class FakeBackend:
             if replaced is None:
                 raise _error(errno.ENOENT)
             target = self.nodes[replaced]
-            old_children[op.entry_name], new_children[op.new_name] = replaced, moving
+            self._detach(old_parent, op.entry_name)
+            self._detach(new_parent, op.new_name)
+            self._attach(old_parent, op.entry_name, target)
+            self._attach(new_parent, op.new_name, source)
             source.names[source.names.index((op.inode, op.entry_name))] = (op.new_parent, op.new_name)
             target.names[target.names.index((op.new_parent, op.new_name))] = (op.inode, op.entry_name)
         else:
@@ -343,7 +356,7 @@ class FakeBackend:
                 if op.flags & syscalls.RENAME_NOREPLACE:
                     raise _error(errno.EEXIST)
                 if replaced == moving:
-                    return
+                    return NONE
                 target = self.nodes[replaced]
                 if target.children is not None and source.children is None:
                     raise _error(errno.EISDIR)
@@ -351,127 +364,129 @@ class FakeBackend:
                     raise _error(errno.ENOTDIR)
                 if target.children:
                     raise _error(errno.ENOTEMPTY)
+                self._detach(new_parent, op.new_name)
                 self._unlinked(op.new_parent, op.new_name, target)
-            del old_children[op.entry_name]
-            new_children[op.new_name] = moving
+            self._detach(old_parent, op.entry_name)
+            self._attach(new_parent, op.new_name, source)
             source.names[source.names.index((op.inode, op.entry_name))] = (op.new_parent, op.new_name)
         source.touch(modified=False)
         old_parent.touch()
         new_parent.touch()
+        return NONE
 
-    async def link(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def link(self, op: Request) -> Reply:
         node = self._node(op.inode)
         parent, children = self._directory(op.new_parent)
         if op.new_name in children:
             raise _error(errno.EEXIST)
-        children[op.new_name] = node.ino
+        self._attach(parent, op.new_name, node)
         node.names.append((op.new_parent, op.new_name))
         node.touch(modified=False)
         parent.touch()
-        return self._looked_up(node)
+        return Reply(self._looked_up(node))
 
     # -- file handles -------------------------------------------------------------------
 
-    def _opened(self, node: Node, op: Op) -> int:
+    def _opened(self, node: Node, op: Request) -> int:
         fh = next(self._handles)
-        self.files[fh] = (node.ino, op.flags, (op.pid, op.uid))
+        self.handles.add(fh, Handle(HANDLE_FILE, node.ino, (op.pid, op.uid, op.gid), op.flags))
         node.opens += 1
         return fh
 
-    async def open(self, op: Op) -> pyfuse3.FileInfo:
+    async def open(self, op: Request) -> Reply:
         node = self._node(op.inode)
         if op.flags & os.O_TRUNC and node.size:  # libfuse asks for atomic O_TRUNC: the open truncates
             self._resize(node, 0)
             node.touch()
-        op.fh = self._opened(node, op)
-        return self._file_info(op.fh, op.flags)
+        fh = self._opened(node, op)
+        return Reply(self._file_info(fh, op.flags), handle=fh)
 
-    async def create(self, op: Op) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(self, op: Request) -> Reply:
         node = self._new(op, stat.S_IFREG | stat.S_IMODE(op.mode))
-        op.fh = self._opened(node, op)
-        return self._file_info(op.fh, op.flags), self._looked_up(node)
+        fh = self._opened(node, op)
+        return Reply((self._file_info(fh, op.flags), self._looked_up(node)), handle=fh)
 
-    async def read(self, op: Op) -> bytes:
-        node = self._node(self.files[op.fh][0])
+    async def read(self, op: Request) -> Reply:
+        node = self._node(op.inode)
         end = min(node.size, op.offset + op.size)
         if end <= op.offset:
-            return b""
+            return Reply(b"")
         if self._keep_data:
             data = bytes(node.data[op.offset : end])
         elif self._read_pattern:
-            data = bytes(_PATTERN[index % 256] for index in range(op.offset, end))
+            data = _pattern(op.offset, end - op.offset)
         else:
             data = bytes(end - op.offset)
-        op.transferred = len(data)
-        return data
+        return Reply(data, transferred=len(data))
 
-    async def write(self, op: Op) -> int:
-        ino, flags, _ = self.files[op.fh]
-        node = self._node(ino)
-        offset = node.size if flags & os.O_APPEND else op.offset
+    async def write(self, op: Request) -> Reply:
+        node = self._node(op.inode)
+        offset = node.size if self.handles.get(op.fh).flags & os.O_APPEND else op.offset
         end = offset + len(op.data)
         if end > node.size:
             self._resize(node, end)
         if self._keep_data:
             node.data[offset:end] = op.data
         node.touch()
-        op.transferred = len(op.data)
-        return op.transferred
+        return Reply(len(op.data), transferred=len(op.data))
 
-    async def flush(self, op: Op) -> None:
-        return None
+    async def flush(self, op: Request) -> Reply:
+        return NONE
 
-    async def release(self, op: Op) -> None:
-        ino, _, _ = self.files.pop(op.fh)
-        node = self.nodes.get(ino)
+    async def release(self, op: Request) -> Reply:
+        handle = self.handles.pop(op.fh)
+        node = self.nodes.get(handle.inode)
         if node is not None:
             node.opens -= 1
             self._collect(node)
+        return NONE
 
-    async def fsync(self, op: Op) -> None:
-        return None
+    async def fsync(self, op: Request) -> Reply:
+        return NONE
 
     # -- directory handles --------------------------------------------------------------
 
-    async def opendir(self, op: Op) -> int:
+    async def opendir(self, op: Request) -> Reply:
         self._directory(op.inode)
-        op.fh = next(self._handles)
-        self.dirs[op.fh] = (op.inode, [])
-        return op.fh
+        fh = next(self._handles)
+        self.handles.add(fh, Handle(HANDLE_DIRECTORY, op.inode, (op.pid, op.uid, op.gid)))
+        return Reply(fh, handle=fh)
 
-    async def readdir(self, op: Op) -> None:
+    async def readdir(self, op: Request) -> Reply:
         """Entries from ``op.offset`` on, from a snapshot taken at offset 0 (as the passthrough does)."""
-        ino, listing = self.dirs[op.fh]
-        directory, children = self._directory(ino)
-        if op.offset == 0:
-            listing = [b".", b"..", *children]
-            self.dirs[op.fh] = (ino, listing)
-        token = op.token
-        assert token is not None
+        handle = self.handles.get(op.fh)
+        directory, children = self._directory(handle.inode)
+        if op.offset == 0 or handle.listing is None:
+            handle.listing = [b".", b"..", *children]
+        listing = handle.listing
+        reply_entry = op.reply_entry
+        assert reply_entry is not None
         for index in range(op.offset, len(listing)):
             name = listing[index]
             if name in (b".", b".."):
                 node = directory if name == b"." or not directory.names else self.nodes[directory.names[0][0]]
-                if not pyfuse3.readdir_reply(token, name, self._attributes(node), index + 1):
-                    return
+                if not reply_entry(name, self._attributes(node), index + 1):
+                    break
                 continue
             child = children.get(name)
             if child is None:
                 continue
             node = self.nodes[child]
-            if not pyfuse3.readdir_reply(token, name, self._attributes(node), index + 1):
-                return
+            if not reply_entry(name, self._attributes(node), index + 1):
+                break
             node.lookups += 1
+        return NONE
 
-    async def releasedir(self, op: Op) -> None:
-        self.dirs.pop(op.fh, None)
+    async def releasedir(self, op: Request) -> Reply:
+        self.handles.pop(op.fh)
+        return NONE
 
-    async def fsyncdir(self, op: Op) -> None:
-        return None
+    async def fsyncdir(self, op: Request) -> Reply:
+        return NONE
 
     # -- file system and extended attributes --------------------------------------------
 
-    async def statfs(self, op: Op) -> pyfuse3.StatvfsData:
+    async def statfs(self, op: Request) -> Reply:
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = _BLOCK
         data.f_blocks = self._capacity // _BLOCK
@@ -479,25 +494,32 @@ class FakeBackend:
         data.f_files = 1 << 32
         data.f_ffree = data.f_favail = (1 << 32) - len(self.nodes)
         data.f_namemax = 255
-        return data
+        return Reply(data)
 
-    async def setxattr(self, op: Op) -> None:
+    async def setxattr(self, op: Request) -> Reply:
         node = self._node(op.inode)
         node.xattrs[op.xattr_name] = bytes(op.data)
         node.touch(modified=False)
+        return NONE
 
-    async def getxattr(self, op: Op) -> bytes:
+    async def getxattr(self, op: Request) -> Reply:
         value = self._node(op.inode).xattrs.get(op.xattr_name)
         if value is None:
             raise _error(errno.ENODATA)
-        op.transferred = len(value)
-        return value
+        return Reply(value, transferred=len(value))
 
-    async def listxattr(self, op: Op) -> list[bytes]:
-        return list(self._node(op.inode).xattrs)
+    async def listxattr(self, op: Request) -> Reply:
+        return Reply(list(self._node(op.inode).xattrs))
 
-    async def removexattr(self, op: Op) -> None:
+    async def removexattr(self, op: Request) -> Reply:
         node = self._node(op.inode)
         if node.xattrs.pop(op.xattr_name, None) is None:
             raise _error(errno.ENODATA)
         node.touch(modified=False)
+        return NONE
+
+
+def _pattern(offset: int, count: int) -> bytes:
+    """``count`` bytes of the 0..255 pattern starting at ``offset``, built in bulk (bytes repeat, then a slice)."""
+    start = offset % 256
+    return (_PATTERN * ((start + count) // 256 + 1))[start : start + count]

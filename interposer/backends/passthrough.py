@@ -18,15 +18,15 @@ import errno
 import os
 import stat
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pyfuse3
 import trio
 
 from ..config import CacheConfig
-from ..fuse.request import Op
-from ..names import OpName
+from ..fuse.request import NONE, Reply, Request
+from ..names import HANDLE_DIRECTORY, HANDLE_FILE, OpName
 from . import syscalls
+from .handles import Handle, HandleTable
 from .inode_table import ROOT_INODE, Inode, InodeTable
 
 _OPEN_DROPPED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
@@ -39,15 +39,15 @@ def _proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-class Handle:
-    """An open file or directory: which inode, who opened it, and for a directory the listing being read."""
-
-    __slots__ = ("inode", "listing", "opener")
-
-    def __init__(self, inode: int, opener: Op) -> None:
-        self.inode = inode
-        self.opener = (opener.pid, opener.uid)
-        self.listing: list[bytes] | None = None
+def _changes_anything(fields: pyfuse3.SetattrFields) -> bool:
+    return bool(
+        fields.update_mode
+        or fields.update_uid
+        or fields.update_gid
+        or fields.update_size
+        or fields.update_atime
+        or fields.update_mtime
+    )
 
 
 class PassthroughBackend:
@@ -56,15 +56,14 @@ class PassthroughBackend:
     def __init__(self, root: str, cache: CacheConfig, max_inode_fds: int) -> None:
         self.root = os.path.realpath(root)
         self.inodes = InodeTable(self.root, max_inode_fds)
-        self.files: dict[int, Handle] = {}
-        self.dirs: dict[int, Handle] = {}
+        self.handles = HandleTable()
         self._entry_timeout = cache.entry_timeout
         self._attr_timeout = cache.attr_timeout
         self._keep_cache = cache.keep_cache
         self._direct_io = cache.direct_io
         self._writeback = cache.writeback_cache
         self._is_root = os.geteuid() == 0
-        self.handlers: dict[OpName, Callable[[Op], Awaitable[Any]]] = {
+        self.handlers: dict[OpName, Callable[[Request], Awaitable[Reply]]] = {
             OpName.LOOKUP: self.lookup,
             OpName.FORGET: self.forget,
             OpName.GETATTR: self.getattr,
@@ -95,11 +94,11 @@ class PassthroughBackend:
             OpName.REMOVEXATTR: self.removexattr,
         }
 
-    async def __call__(self, op: Op) -> Any:
+    async def __call__(self, request: Request) -> Reply:
         """The end of the pipeline: carry out the operation."""
-        return await self.handlers[op.name](op)
+        return await self.handlers[request.name](request)
 
-    # -- what an Op needs to resolve its path ------------------------------------------
+    # -- what the adapter resolves a request with, and what status shows ----------------
 
     def path_of_inode(self, inode: int) -> str:
         return self.inodes.path_of_inode(inode)
@@ -107,26 +106,12 @@ class PassthroughBackend:
     def paths_of_inode(self, inode: int) -> list[str]:
         return self.inodes.paths_of_inode(inode)
 
-    def inode_of_handle(self, fh: int) -> int:
-        handle = self.files.get(fh)
-        return 0 if handle is None else handle.inode
-
-    def inode_of_dir_handle(self, fh: int) -> int:
-        handle = self.dirs.get(fh)
-        return 0 if handle is None else handle.inode
+    def handle(self, fh: int) -> Handle:
+        return self.handles.get(fh)
 
     def stats(self) -> dict[str, int]:
         """Table sizes for the mount's status."""
-        return {
-            "inodes": len(self.inodes),
-            "inode_fds": self.inodes.open_descriptors,
-            "open_files": len(self.files),
-            "open_dirs": len(self.dirs),
-        }
-
-    def opener_of_handle(self, fh: int) -> tuple[int, int]:
-        handle = self.files.get(fh)
-        return (0, 0) if handle is None else handle.opener
+        return {"inodes": len(self.inodes), "inode_fds": self.inodes.open_descriptors, **self.handles.stats()}
 
     def open_inode(self, inode: int, flags: int) -> int:
         """A new descriptor for a known inode (the caller closes it); for repairs outside any request."""
@@ -161,15 +146,15 @@ class PassthroughBackend:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         return self.inodes.acquire(parent.ino, name, st), st
 
-    def _created(self, parent: Inode, name: bytes, op: Op) -> pyfuse3.EntryAttributes:
+    def _created(self, parent: Inode, name: bytes, op: Request) -> Reply:
         """Give a new object to its caller, as the kernel would have, and count the reference."""
         uid, gid = self._owner_for(parent, op)
         if uid != -1 or gid != -1:
             os.chown(name, uid, gid, dir_fd=self.inodes.fd(parent), follow_symlinks=False)
         entry, st = self._acquire(parent, name)
-        return self._attributes(entry.ino, st)
+        return Reply(self._attributes(entry.ino, st))
 
-    def _owner_for(self, parent: Inode, op: Op) -> tuple[int, int]:
+    def _owner_for(self, parent: Inode, op: Request) -> tuple[int, int]:
         """The uid/gid to give a new object: the caller's, except a setgid parent keeps its group."""
         if not self._is_root:
             return -1, -1
@@ -198,19 +183,20 @@ class PassthroughBackend:
 
     # -- inode operations --------------------------------------------------------------
 
-    async def lookup(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def lookup(self, op: Request) -> Reply:
         entry, st = self._acquire(self.inodes.get(op.inode), op.entry_name)
-        return self._attributes(entry.ino, st)
+        return Reply(self._attributes(entry.ino, st))
 
-    async def forget(self, op: Op) -> None:
+    async def forget(self, op: Request) -> Reply:
         for ino, count in op.forgets:
             self.inodes.forget(ino, count)
+        return NONE
 
-    async def getattr(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def getattr(self, op: Request) -> Reply:
         entry = self.inodes.get(op.inode)
-        return self._attributes(entry.ino, os.fstat(self.inodes.fd(entry)))
+        return Reply(self._attributes(entry.ino, os.fstat(self.inodes.fd(entry))))
 
-    async def setattr(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def setattr(self, op: Request) -> Reply:
         entry = self.inodes.get(op.inode)
         fd = self.inodes.fd(entry)
         attr, fields = op.attr, op.fields
@@ -235,39 +221,44 @@ class PassthroughBackend:
                 attr.st_atime_ns if fields.update_atime else None,
                 attr.st_mtime_ns if fields.update_mtime else None,
             )
-        return self._attributes(entry.ino, os.fstat(fd))
+        if not _changes_anything(fields) or fields.update_ctime:
+            # chown(path, -1, -1) and the like change nothing but ctime, and on Linux they do change it.
+            syscalls.set_owner(fd, -1, -1)
+        return Reply(self._attributes(entry.ino, os.fstat(fd)))
 
-    async def readlink(self, op: Op) -> bytes:
-        return os.readlink(b"", dir_fd=self._fd(op.inode))
+    async def readlink(self, op: Request) -> Reply:
+        return Reply(os.readlink(b"", dir_fd=self._fd(op.inode)))
 
-    async def symlink(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def symlink(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         os.symlink(op.target, op.entry_name, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
-    async def mknod(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def mknod(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         os.mknod(op.entry_name, op.mode, op.rdev, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
-    async def mkdir(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         os.mkdir(op.entry_name, op.mode, dir_fd=self.inodes.fd(parent))
         return self._created(parent, op.entry_name, op)
 
-    async def unlink(self, op: Op) -> None:
+    async def unlink(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         self.inodes.pin(parent.ino, op.entry_name)
         os.unlink(op.entry_name, dir_fd=self.inodes.fd(parent))
         self.inodes.removed(parent.ino, op.entry_name)
+        return NONE
 
-    async def rmdir(self, op: Op) -> None:
+    async def rmdir(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         self.inodes.pin(parent.ino, op.entry_name)
         os.rmdir(op.entry_name, dir_fd=self.inodes.fd(parent))
         self.inodes.removed(parent.ino, op.entry_name)
+        return NONE
 
-    async def rename(self, op: Op) -> None:
+    async def rename(self, op: Request) -> Reply:
         old_parent = self.inodes.get(op.inode)
         new_parent = self.inodes.get(op.new_parent)
         old_fd, new_fd = self.inodes.fd(old_parent), self.inodes.fd(new_parent)
@@ -283,25 +274,25 @@ class PassthroughBackend:
             (new_parent.ino, op.new_name),
             exchange=exchange,
         )
+        return NONE
 
-    async def link(self, op: Op) -> pyfuse3.EntryAttributes:
+    async def link(self, op: Request) -> Reply:
         entry = self.inodes.get(op.inode)
         new_parent = self.inodes.get(op.new_parent)
         fd = self.inodes.fd(entry)
         syscalls.link_to(fd, self.inodes.fd(new_parent), op.new_name)
         self.inodes.add_reference(entry, new_parent.ino, op.new_name)
-        return self._attributes(entry.ino, os.fstat(fd))
+        return Reply(self._attributes(entry.ino, os.fstat(fd)))
 
     # -- file handles ------------------------------------------------------------------
 
-    async def open(self, op: Op) -> pyfuse3.FileInfo:
+    async def open(self, op: Request) -> Reply:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), self._open_flags(op.flags))
-        self.files[fd] = Handle(entry.ino, op)
-        op.fh = fd
-        return self._file_info(fd, op.flags)
+        self.handles.add(fd, Handle(HANDLE_FILE, entry.ino, (op.pid, op.uid, op.gid), op.flags))
+        return Reply(self._file_info(fd, op.flags), handle=fd)
 
-    async def create(self, op: Op) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(self, op: Request) -> Reply:
         parent = self.inodes.get(op.inode)
         flags = self._open_flags(op.flags) | os.O_CREAT | os.O_NOFOLLOW | (op.flags & os.O_EXCL)
         fd = os.open(op.entry_name, flags, op.mode & 0o7777, dir_fd=self.inodes.fd(parent))
@@ -315,41 +306,40 @@ class PassthroughBackend:
             raise
         entry = self.inodes.acquire(parent.ino, op.entry_name, st)
         attrs = self._attributes(entry.ino, st)
-        self.files[fd] = Handle(entry.ino, op)
-        op.fh = fd
-        return self._file_info(fd, op.flags), attrs
+        self.handles.add(fd, Handle(HANDLE_FILE, entry.ino, (op.pid, op.uid, op.gid), op.flags))
+        return Reply((self._file_info(fd, op.flags), attrs), handle=fd)
 
-    async def read(self, op: Op) -> bytes:
+    async def read(self, op: Request) -> Reply:
         data = os.pread(op.fh, op.size, op.offset)
-        op.transferred = len(data)
-        return data
+        return Reply(data, transferred=len(data))
 
-    async def write(self, op: Op) -> int:
+    async def write(self, op: Request) -> Reply:
         written = os.pwrite(op.fh, op.data, op.offset)
-        op.transferred = written
-        return written
+        return Reply(written, transferred=written)
 
-    async def flush(self, op: Op) -> None:
+    async def flush(self, op: Request) -> Reply:
         # Closing a duplicate reports deferred write errors (NFS, quotas) at close(2), as native does.
         os.close(os.dup(op.fh))
+        return NONE
 
-    async def release(self, op: Op) -> None:
-        self.files.pop(op.fh, None)
+    async def release(self, op: Request) -> Reply:
+        self.handles.pop(op.fh)
         os.close(op.fh)
+        return NONE
 
-    async def fsync(self, op: Op) -> None:
+    async def fsync(self, op: Request) -> Reply:
         await trio.to_thread.run_sync(os.fdatasync if op.datasync else os.fsync, op.fh)
+        return NONE
 
     # -- directory handles -------------------------------------------------------------
 
-    async def opendir(self, op: Op) -> int:
+    async def opendir(self, op: Request) -> Reply:
         entry = self.inodes.get(op.inode)
         fd = os.open(_proc_path(self.inodes.fd(entry)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.dirs[fd] = Handle(entry.ino, op)
-        op.fh = fd
-        return fd
+        self.handles.add(fd, Handle(HANDLE_DIRECTORY, entry.ino, (op.pid, op.uid, op.gid)))
+        return Reply(fd, handle=fd)
 
-    async def readdir(self, op: Op) -> None:
+    async def readdir(self, op: Request) -> Reply:
         """Reply with entries from ``op.offset`` on; offsets index a snapshot taken at offset 0.
 
         The snapshot makes resume offsets exact under concurrent change and a
@@ -357,27 +347,27 @@ class PassthroughBackend:
         but ``.`` and ``..`` counts a lookup, because pyfuse3 always answers
         with readdirplus and the kernel will forget each one.
         """
-        handle = self.dirs[op.fh]
+        handle = self.handles.get(op.fh)
         if op.offset == 0 or handle.listing is None:
             handle.listing = [*_DOT_NAMES, *os.listdir(os.fsencode(_proc_path(op.fh)))]
         directory = self.inodes.get(handle.inode)
         listing = handle.listing
-        token = op.token
-        assert token is not None
+        reply_entry = op.reply_entry
+        assert reply_entry is not None
         for index in range(op.offset, len(listing)):
             name = listing[index]
             if name in _DOT_NAMES:
-                attrs = self._dot_attributes(directory, name)
-                if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
-                    return
+                if not reply_entry(name, self._dot_attributes(directory, name), index + 1):
+                    break
                 continue
             try:
                 entry, st = self._acquire(directory, name)
             except FileNotFoundError:
                 continue
-            if not pyfuse3.readdir_reply(token, name, self._attributes(entry.ino, st), index + 1):
+            if not reply_entry(name, self._attributes(entry.ino, st), index + 1):
                 self.inodes.forget(entry.ino, 1)
-                return
+                break
+        return NONE
 
     def _dot_attributes(self, directory: Inode, name: bytes) -> pyfuse3.EntryAttributes:
         fd = self.inodes.fd(directory)
@@ -386,16 +376,18 @@ class PassthroughBackend:
         st = os.stat(b"..", dir_fd=fd, follow_symlinks=False)
         return self._attributes(self.inodes.number_for(st), st)
 
-    async def releasedir(self, op: Op) -> None:
-        self.dirs.pop(op.fh, None)
+    async def releasedir(self, op: Request) -> Reply:
+        self.handles.pop(op.fh)
         os.close(op.fh)
+        return NONE
 
-    async def fsyncdir(self, op: Op) -> None:
+    async def fsyncdir(self, op: Request) -> Reply:
         await trio.to_thread.run_sync(os.fdatasync if op.datasync else os.fsync, op.fh)
+        return NONE
 
     # -- file system and extended attributes -------------------------------------------
 
-    async def statfs(self, op: Op) -> pyfuse3.StatvfsData:
+    async def statfs(self, op: Request) -> Reply:
         st = os.statvfs(self.inodes.root.fd)
         data = pyfuse3.StatvfsData()
         data.f_bsize = st.f_bsize
@@ -407,31 +399,31 @@ class PassthroughBackend:
         data.f_ffree = st.f_ffree
         data.f_favail = st.f_favail
         data.f_namemax = st.f_namemax
-        return data
+        return Reply(data)
 
-    async def setxattr(self, op: Op) -> None:
+    async def setxattr(self, op: Request) -> Reply:
         os.setxattr(_proc_path(self._fd(op.inode)), op.xattr_name, op.data)
+        return NONE
 
-    async def getxattr(self, op: Op) -> bytes:
+    async def getxattr(self, op: Request) -> Reply:
         value = os.getxattr(_proc_path(self._fd(op.inode)), op.xattr_name)
-        op.transferred = len(value)
-        return value
+        return Reply(value, transferred=len(value))
 
-    async def listxattr(self, op: Op) -> list[bytes]:
+    async def listxattr(self, op: Request) -> Reply:
         names = os.listxattr(_proc_path(self._fd(op.inode)))
-        return [os.fsencode(name) for name in names]
+        return Reply([os.fsencode(name) for name in names])
 
-    async def removexattr(self, op: Op) -> None:
+    async def removexattr(self, op: Request) -> Reply:
         os.removexattr(_proc_path(self._fd(op.inode)), op.xattr_name)
+        return NONE
 
     def close(self) -> None:
         """Close every descriptor; called once the session has ended."""
-        for fd in (*self.files, *self.dirs):
+        for fd in self.handles.numbers():
             try:
                 os.close(fd)
             except OSError as exc:
                 if exc.errno != errno.EBADF:
                     raise
-        self.files.clear()
-        self.dirs.clear()
+        self.handles.clear()
         self.inodes.close()

@@ -1,4 +1,4 @@
-"""The pyfuse3 ``Operations`` adapter: decode each request into an ``Op`` and run the pipeline.
+"""The pyfuse3 ``Operations`` adapter: decode each request into a ``Request``, resolve it, run the pipeline.
 
 This class is deliberately thin.  What it owns is the contract with pyfuse3:
 
@@ -6,6 +6,8 @@ This class is deliberately thin.  What it owns is the contract with pyfuse3:
   session loop and take the mount down.  ``OSError`` keeps its errno; any other
   exception becomes EIO for that one request, is logged with its traceback and
   counted in ``internal_errors``;
+* resolving each request once, before any layer runs (``Request.resolve``): an
+  unknown handle is answered EBADF there;
 * protocol details that are not the backend's business, such as answering a
   failed lookup with a cacheable negative entry.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +26,7 @@ import pyfuse3
 from ..errnos import errno_of
 from ..names import OpName
 from .pipeline import Pipeline
-from .request import Op, PathResolver
+from .request import Notes, Request, Resolver
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class InterposerFS(pyfuse3.Operations):
     def __init__(
         self,
         pipeline: Pipeline,
-        resolver: PathResolver,
+        resolver: Resolver,
         *,
         negative_timeout: float = 0.0,
         writeback_cache: bool = False,
@@ -48,34 +51,41 @@ class InterposerFS(pyfuse3.Operations):
         self.internal_errors = 0
         self._negative_timeout = negative_timeout
 
-    async def _run(self, op: Op) -> Any:
+    async def _run(self, request: Request) -> Any:
+        """Resolve the request, send it through the pipeline, and give pyfuse3 the reply's value."""
         try:
-            return await self.pipeline.call(op)
+            reply = await self.pipeline.call(request.resolve(self.resolver), Notes())
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
             raise pyfuse3.FUSEError(errno_of(exc)) from None
         except Exception:
             self.internal_errors += 1
-            log.exception("internal error in %s on %s; answered EIO", op.name, _describe(op))
+            log.exception("internal error in %s on %r; answered EIO", request.name, request)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        return reply.value
 
-    def _op(self, name: OpName, ctx: pyfuse3.RequestContext | None = None, inode: int = 0) -> Op:
-        op = Op(name, self.resolver, ctx)
-        if inode:
-            op.inode = inode
-        return op
+    @staticmethod
+    def _request(name: OpName, ctx: pyfuse3.RequestContext | None = None, inode: int = 0) -> Request:
+        request = Request(name)
+        request.inode = inode
+        if ctx is not None:
+            request.pid = ctx.pid
+            request.uid = ctx.uid
+            request.gid = ctx.gid
+        return request
 
-    def _handle_op(self, name: OpName, fh: int) -> Op:
-        op = Op(name, self.resolver)
-        op.fh = fh
-        return op
+    @staticmethod
+    def _handle_request(name: OpName, fh: int) -> Request:
+        request = Request(name)
+        request.fh = fh
+        return request
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.LOOKUP, ctx, parent_inode)
-        op.entry_name = name
+        request = self._request(OpName.LOOKUP, ctx, parent_inode)
+        request.entry_name = name
         try:
-            result: pyfuse3.EntryAttributes = await self._run(op)
+            result: pyfuse3.EntryAttributes = await self._run(request)
         except pyfuse3.FUSEError as exc:
             if exc.errno != errno.ENOENT or not self._negative_timeout:
                 raise
@@ -86,14 +96,14 @@ class InterposerFS(pyfuse3.Operations):
         return result
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        op = self._op(OpName.FORGET)
-        op.forgets = inode_list
-        op.size = len(inode_list)
+        request = self._request(OpName.FORGET)
+        request.forgets = inode_list
+        request.size = len(inode_list)
         with contextlib.suppress(pyfuse3.FUSEError):  # forget has no reply; _run logged the unexpected
-            await self._run(op)
+            await self._run(request)
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        result: pyfuse3.EntryAttributes = await self._run(self._op(OpName.GETATTR, ctx, inode))
+        result: pyfuse3.EntryAttributes = await self._run(self._request(OpName.GETATTR, ctx, inode))
         return result
 
     async def setattr(
@@ -104,57 +114,57 @@ class InterposerFS(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.SETATTR, ctx, inode)
+        request = self._request(OpName.SETATTR, ctx, inode)
         if fh is not None:
-            op.fh = fh
-        op.attr = attr
-        op.fields = fields
+            request.fh = fh
+        request.attr = attr
+        request.fields = fields
         if fields.update_size:
-            op.size = attr.st_size
-        result: pyfuse3.EntryAttributes = await self._run(op)
+            request.size = attr.st_size
+        result: pyfuse3.EntryAttributes = await self._run(request)
         return result
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        result: bytes = await self._run(self._op(OpName.READLINK, ctx, inode))
+        result: bytes = await self._run(self._request(OpName.READLINK, ctx, inode))
         return result
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.SYMLINK, ctx, parent_inode)
-        op.entry_name = name
-        op.target = target
-        result: pyfuse3.EntryAttributes = await self._run(op)
+        request = self._request(OpName.SYMLINK, ctx, parent_inode)
+        request.entry_name = name
+        request.target = target
+        result: pyfuse3.EntryAttributes = await self._run(request)
         return result
 
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.MKNOD, ctx, parent_inode)
-        op.entry_name = name
-        op.mode = mode
-        op.rdev = rdev
-        result: pyfuse3.EntryAttributes = await self._run(op)
+        request = self._request(OpName.MKNOD, ctx, parent_inode)
+        request.entry_name = name
+        request.mode = mode
+        request.rdev = rdev
+        result: pyfuse3.EntryAttributes = await self._run(request)
         return result
 
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.MKDIR, ctx, parent_inode)
-        op.entry_name = name
-        op.mode = mode
-        result: pyfuse3.EntryAttributes = await self._run(op)
+        request = self._request(OpName.MKDIR, ctx, parent_inode)
+        request.entry_name = name
+        request.mode = mode
+        result: pyfuse3.EntryAttributes = await self._run(request)
         return result
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.UNLINK, ctx, parent_inode)
-        op.entry_name = name
-        await self._run(op)
+        request = self._request(OpName.UNLINK, ctx, parent_inode)
+        request.entry_name = name
+        await self._run(request)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.RMDIR, ctx, parent_inode)
-        op.entry_name = name
-        await self._run(op)
+        request = self._request(OpName.RMDIR, ctx, parent_inode)
+        request.entry_name = name
+        await self._run(request)
 
     async def rename(
         self,
@@ -165,113 +175,104 @@ class InterposerFS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        op = self._op(OpName.RENAME, ctx, parent_inode_old)
-        op.entry_name = name_old
-        op.new_parent = parent_inode_new
-        op.new_name = name_new
-        op.flags = flags
-        await self._run(op)
+        request = self._request(OpName.RENAME, ctx, parent_inode_old)
+        request.entry_name = name_old
+        request.new_parent = parent_inode_new
+        request.new_name = name_new
+        request.flags = flags
+        await self._run(request)
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        op = self._op(OpName.LINK, ctx, inode)
-        op.new_parent = new_parent_inode
-        op.new_name = new_name
-        result: pyfuse3.EntryAttributes = await self._run(op)
+        request = self._request(OpName.LINK, ctx, inode)
+        request.new_parent = new_parent_inode
+        request.new_name = new_name
+        result: pyfuse3.EntryAttributes = await self._run(request)
         return result
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        op = self._op(OpName.OPEN, ctx, inode)
-        op.flags = flags
-        result: pyfuse3.FileInfo = await self._run(op)
+        request = self._request(OpName.OPEN, ctx, inode)
+        request.flags = flags
+        result: pyfuse3.FileInfo = await self._run(request)
         return result
 
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        op = self._op(OpName.CREATE, ctx, parent_inode)
-        op.entry_name = name
-        op.mode = mode
-        op.flags = flags
-        result: tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes] = await self._run(op)
+        request = self._request(OpName.CREATE, ctx, parent_inode)
+        request.entry_name = name
+        request.mode = mode
+        request.flags = flags
+        result: tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes] = await self._run(request)
         return result
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        op = Op(OpName.READ, self.resolver)
-        op.fh = fh
-        op.offset = off
-        op.size = size
-        result: bytes = await self._run(op)
+        request = self._handle_request(OpName.READ, fh)
+        request.offset = off
+        request.size = size
+        result: bytes = await self._run(request)
         return result
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        op = Op(OpName.WRITE, self.resolver)
-        op.fh = fh
-        op.offset = off
-        op.size = len(buf)
-        op.data = buf
-        result: int = await self._run(op)
+        request = self._handle_request(OpName.WRITE, fh)
+        request.offset = off
+        request.size = len(buf)
+        request.data = buf
+        result: int = await self._run(request)
         return result
 
     async def flush(self, fh: int) -> None:
-        await self._run(self._handle_op(OpName.FLUSH, fh))
+        await self._run(self._handle_request(OpName.FLUSH, fh))
 
     async def release(self, fh: int) -> None:
-        await self._run(self._handle_op(OpName.RELEASE, fh))
+        await self._run(self._handle_request(OpName.RELEASE, fh))
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        op = self._handle_op(OpName.FSYNC, fh)
-        op.datasync = datasync
-        await self._run(op)
+        request = self._handle_request(OpName.FSYNC, fh)
+        request.datasync = datasync
+        await self._run(request)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        result: int = await self._run(self._op(OpName.OPENDIR, ctx, inode))
+        result: int = await self._run(self._request(OpName.OPENDIR, ctx, inode))
         return result
 
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        op = self._handle_op(OpName.READDIR, fh)
-        op.offset = start_id
-        op.token = token
-        await self._run(op)
+        request = self._handle_request(OpName.READDIR, fh)
+        request.offset = start_id
+        request.reply_entry = functools.partial(pyfuse3.readdir_reply, token)
+        await self._run(request)
 
     async def releasedir(self, fh: int) -> None:
-        await self._run(self._handle_op(OpName.RELEASEDIR, fh))
+        await self._run(self._handle_request(OpName.RELEASEDIR, fh))
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        op = self._handle_op(OpName.FSYNCDIR, fh)
-        op.datasync = datasync
-        await self._run(op)
+        request = self._handle_request(OpName.FSYNCDIR, fh)
+        request.datasync = datasync
+        await self._run(request)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        result: pyfuse3.StatvfsData = await self._run(self._op(OpName.STATFS, ctx, pyfuse3.ROOT_INODE))
+        result: pyfuse3.StatvfsData = await self._run(self._request(OpName.STATFS, ctx, pyfuse3.ROOT_INODE))
         return result
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.SETXATTR, ctx, inode)
-        op.size = len(value)
-        op.xattr_name = name
-        op.data = value
-        await self._run(op)
+        request = self._request(OpName.SETXATTR, ctx, inode)
+        request.size = len(value)
+        request.xattr_name = name
+        request.data = value
+        await self._run(request)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        op = self._op(OpName.GETXATTR, ctx, inode)
-        op.xattr_name = name
-        result: bytes = await self._run(op)
+        request = self._request(OpName.GETXATTR, ctx, inode)
+        request.xattr_name = name
+        result: bytes = await self._run(request)
         return result
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        result: list[bytes] = await self._run(self._op(OpName.LISTXATTR, ctx, inode))
+        result: list[bytes] = await self._run(self._request(OpName.LISTXATTR, ctx, inode))
         return result
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        op = self._op(OpName.REMOVEXATTR, ctx, inode)
-        op.xattr_name = name
-        await self._run(op)
-
-
-def _describe(op: Op) -> str:
-    try:
-        return op.path
-    except Exception:  # path resolution must not mask the original error
-        return f"inode {op.inode}"
+        request = self._request(OpName.REMOVEXATTR, ctx, inode)
+        request.xattr_name = name
+        await self._run(request)

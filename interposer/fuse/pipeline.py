@@ -1,32 +1,43 @@
-"""The layer chain every request goes through: Observe -> Throttle -> Faults -> Backend.
+"""The layer chain every request goes through: Tracing -> Metrics -> Throttle -> Faults -> Crash -> Backend.
 
-A layer is any object with ``async def __call__(op, call_next)``.  It may look
-at the op, wait, fail it (by raising ``OSError``), or pass it on with
-``await call_next(op)`` and look at the result.  The chain is compiled into
-nested closures once, so a request pays one call per layer and nothing else;
-replacing the layers swaps the compiled chain in one assignment, which is what
-makes runtime reconfiguration atomic.
+A layer is any object with ``async def __call__(request, notes, call_next)``.
+It reads the request, may wait, fail it (by raising ``OSError``), or pass it on
+with ``await call_next(request, notes)`` and read the reply.  It writes into
+neither: it reports to the layers outside it through ``notes``, passes a copy
+(``Request.with_changes``) to send something else inward, and returns a new
+``Reply`` to change the answer.  The chain is compiled into nested closures
+once, so a request pays one call per layer and nothing else; replacing the
+layers swaps the compiled chain in one assignment, which is what makes runtime
+reconfiguration atomic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from .request import Op
+from .request import Notes, Reply, Request
 
-NextCall = Callable[[Op], Awaitable[Any]]
+NextCall = Callable[[Request, Notes], Awaitable[Reply]]
+Terminal = Callable[[Request], Awaitable[Reply]]
 
 
 class Layer(Protocol):
     """One stage of the request path, written once for every operation."""
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any: ...
+    async def __call__(self, request: Request, notes: Notes, call_next: NextCall, /) -> Reply: ...
 
 
 def _bind(layer: Layer, call_next: NextCall) -> NextCall:
-    async def call(op: Op) -> Any:
-        return await layer(op, call_next)
+    async def call(request: Request, notes: Notes) -> Reply:
+        return await layer(request, notes, call_next)
+
+    return call
+
+
+def _terminal(backend: Terminal) -> NextCall:
+    async def call(request: Request, _notes: Notes) -> Reply:
+        return await backend(request)
 
     return call
 
@@ -34,10 +45,10 @@ def _bind(layer: Layer, call_next: NextCall) -> NextCall:
 class Pipeline:
     """The compiled chain from the outermost layer to the backend."""
 
-    def __init__(self, terminal: NextCall, layers: Sequence[Layer] = ()) -> None:
-        self._terminal = terminal
+    def __init__(self, backend: Terminal, layers: Sequence[Layer] = ()) -> None:
+        self._terminal = _terminal(backend)
         self.layers: tuple[Layer, ...] = ()
-        self.call: NextCall = terminal
+        self.call: NextCall = self._terminal
         self.replace(layers)
 
     def replace(self, layers: Sequence[Layer]) -> None:

@@ -1,112 +1,196 @@
-"""The record of one FUSE request as it travels through the layer pipeline.
+"""The request contract: what a request asks, what the backend replies, and what layers add on the way.
 
-One flat, slotted record for every operation keeps the hot path cheap (no
-per-operation classes, no dicts) and lets a layer written once (tracing,
-metrics, faults, throttling) treat every request alike.  Fields that an
-operation does not use keep their defaults.
+Three objects, each with one writer:
+
+* ``Request``: written by the adapter only, and resolved completely at entry
+  (paths, caller, the handle's inode) before any layer or backend runs, so no
+  layer resolves anything after the backend has changed its tables.  A layer
+  that must change what goes inward (a short write, corrupted data) passes a
+  copy made with ``with_changes``; the request it received stays as it was.
+* ``Reply``: written by the backend only: the value for pyfuse3, the new
+  handle, the bytes moved.  A layer that changes the value (a corrupted read)
+  returns a new reply.
+* ``Notes``: what inner layers report to outer ones (the fault injected, a
+  throttle wait, the span's ids).  It is passed alongside the request rather
+  than carried by the reply because it must survive a failure: an injected
+  errno raises, and no reply exists then, yet the tracing and metrics layers
+  must still see the fault.
+
+All three are flat and slotted: one of each per FUSE request, so building
+them costs only the assignments the request needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..names import DIR_HANDLE_OPS, ENTRY_OPS, HANDLE_OPS, OpName
+from ..names import TRAITS, Addressing, OpName, OpTraits
 from ..pathnames import child_path
 
 if TYPE_CHECKING:
     import pyfuse3
 
+    from ..backends.handles import Handle
 
-class PathResolver(Protocol):
-    """What an Op needs to turn its inode or handle into a path, on demand."""
+ReaddirReply = Callable[[bytes, "pyfuse3.EntryAttributes", int], bool]
+"""Adds one entry to a readdir reply (``pyfuse3.readdir_reply`` bound to the request's token); False: full."""
+
+
+class Resolver(Protocol):
+    """What the adapter needs from the backend to resolve a request at entry."""
 
     def path_of_inode(self, inode: int) -> str: ...
 
     def paths_of_inode(self, inode: int) -> list[str]: ...
 
-    def inode_of_handle(self, fh: int) -> int: ...
-
-    def inode_of_dir_handle(self, fh: int) -> int: ...
-
-    def opener_of_handle(self, fh: int) -> tuple[int, int]: ...
+    def handle(self, fh: int) -> Handle:
+        """The open handle ``fh``; raises OSError(EBADF) for an unknown one."""
+        ...
 
 
-class Op:
-    """One request: what was asked, by whom, and what it moved.
+class Request:
+    """One request: what was asked, by whom, on what; resolved at entry and never changed after.
 
-    Fields an operation does not use keep their class-level defaults, so
-    building an Op costs only the assignments the request needs: this runs once
-    per FUSE request.  ``path`` is resolved lazily because only some layers need
-    it and resolution walks the inode table.  ``transferred`` counts the bytes
-    actually moved, which can differ from the requested ``size``.
+    Fields an operation does not use keep their class-level defaults.
+    ``inode`` is the object acted on: for handle requests the handle's inode,
+    for entry requests the parent directory.
     """
 
-    inode = 0
-    fh = -1
-    offset = 0
-    size = 0
-    pid = 0
-    uid = 0
-    gid = 0
-    entry_name = b""
-    new_parent = 0
-    new_name = b""
-    mode = 0
-    flags = 0
-    rdev = 0
-    data = b""
-    target = b""
-    attr: pyfuse3.EntryAttributes | None = None
-    fields: pyfuse3.SetattrFields | None = None
-    xattr_name = b""
-    token: pyfuse3.ReaddirToken | None = None
-    datasync = False
-    forgets: Sequence[tuple[int, int]] = ()
-    transferred = 0
-    fault: str | None = None
-    """Set by the fault layer: the kind of fault injected into this request."""
-    events: list[tuple[str, dict[str, Any]]] | None = None
-    """Set by inner layers: (name, attributes) of things that happened to this request, for its span."""
-    span_ids: tuple[int, int] | None = None
-    """Set by the tracing layer before the request runs when its span will be kept: its (trace, span) ids."""
-    _path: str | None = None
+    __slots__ = (
+        "attr",
+        "data",
+        "datasync",
+        "entry_name",
+        "fh",
+        "fields",
+        "flags",
+        "forgets",
+        "gid",
+        "inode",
+        "mode",
+        "name",
+        "new_name",
+        "new_parent",
+        "new_path",
+        "offset",
+        "other_paths",
+        "path",
+        "pid",
+        "rdev",
+        "reply_entry",
+        "size",
+        "target",
+        "traits",
+        "uid",
+        "xattr_name",
+    )
 
-    def __init__(self, name: OpName, resolver: PathResolver, ctx: pyfuse3.RequestContext | None = None) -> None:
+    def __init__(self, name: OpName) -> None:
         self.name = name
-        self.resolver = resolver
-        if ctx is not None:
-            self.pid = ctx.pid
-            self.uid = ctx.uid
-            self.gid = ctx.gid
+        self.traits: OpTraits = TRAITS[name]
+        self.inode = 0
+        self.fh = -1
+        self.offset = 0
+        self.size = 0
+        self.pid = 0
+        self.uid = 0
+        self.gid = 0
+        self.path = ""
+        self.new_path: str | None = None
+        """Rename and link: the path the entry gets."""
+        self.other_paths: list[str] | None = None
+        """Link: the paths the inode had before."""
+        self.entry_name = b""
+        self.new_parent = 0
+        self.new_name = b""
+        self.mode = 0
+        self.flags = 0
+        self.rdev = 0
+        self.data = b""
+        self.target = b""
+        self.attr: pyfuse3.EntryAttributes | None = None
+        self.fields: pyfuse3.SetattrFields | None = None
+        self.xattr_name = b""
+        self.reply_entry: ReaddirReply | None = None
+        self.datasync = False
+        self.forgets: Sequence[tuple[int, int]] = ()
 
-    @property
-    def path(self) -> str:
-        """The path of the object this request acts on, relative to the mount root."""
-        if self._path is None:
-            self._path = self._resolve_path()
-        return self._path
+    def resolve(self, resolver: Resolver) -> Request:
+        """Fill in the path(s), and for handle requests the handle's inode and opener; returns self.
 
-    def caller(self) -> tuple[int, int]:
-        """The caller's pid and uid; pyfuse3 gives file-handle requests none, so theirs is the opener's."""
-        if self.name in HANDLE_OPS:
-            return self.resolver.opener_of_handle(self.fh)
-        return self.pid, self.uid
+        Called once by the adapter before the pipeline runs.  A handle that
+        does not exist raises EBADF here, before any layer sees the request.
+        """
+        addressing = self.traits.addressing
+        if addressing is Addressing.HANDLE or addressing is Addressing.DIR_HANDLE:
+            handle = resolver.handle(self.fh)
+            self.inode = handle.inode
+            if not self.pid:
+                self.pid, self.uid, self.gid = handle.opener
+            self.path = resolver.path_of_inode(handle.inode)
+        elif addressing is Addressing.ENTRY:
+            self.path = child_path(resolver.path_of_inode(self.inode), self.entry_name)
+        elif self.inode:
+            self.path = resolver.path_of_inode(self.inode)
+        if self.new_parent:
+            self.new_path = child_path(resolver.path_of_inode(self.new_parent), self.new_name)
+            if addressing is Addressing.INODE:
+                self.other_paths = resolver.paths_of_inode(self.inode)
+        return self
 
-    @property
-    def new_path(self) -> str:
-        """For rename and link: the path the entry gets."""
-        return child_path(self.resolver.path_of_inode(self.new_parent), self.new_name)
-
-    def _resolve_path(self) -> str:
-        resolver = self.resolver
-        if self.name in ENTRY_OPS:
-            return child_path(resolver.path_of_inode(self.inode), self.entry_name)
-        if self.name in HANDLE_OPS:
-            return resolver.path_of_inode(resolver.inode_of_handle(self.fh))
-        if self.name in DIR_HANDLE_OPS:
-            return resolver.path_of_inode(resolver.inode_of_dir_handle(self.fh))
-        return resolver.path_of_inode(self.inode)
+    def with_changes(self, **changes: Any) -> Request:
+        """A copy with some fields changed: how a layer sends something else inward without writing here."""
+        copy = Request.__new__(Request)
+        for slot in Request.__slots__:
+            setattr(copy, slot, getattr(self, slot))
+        for field, value in changes.items():
+            setattr(copy, field, value)
+        return copy
 
     def __repr__(self) -> str:
-        return f"Op({self.name}, inode={self.inode}, fh={self.fh}, pid={self.pid})"
+        return f"Request({self.name}, {self.path!r}, inode={self.inode}, fh={self.fh}, pid={self.pid})"
+
+
+class Reply:
+    """What the backend answers: the value pyfuse3 returns, the handle it opened, the bytes it moved."""
+
+    __slots__ = ("handle", "transferred", "value")
+
+    def __init__(self, value: Any = None, *, handle: int = -1, transferred: int = 0) -> None:
+        self.value = value
+        self.handle = handle
+        self.transferred = transferred
+
+    def with_value(self, value: Any) -> Reply:
+        """The same reply with another value (a layer's corrupted read, overridden attributes)."""
+        return Reply(value, handle=self.handle, transferred=self.transferred)
+
+
+NONE = Reply()
+"""The reply of every request that answers nothing; replies are never written, so one serves all."""
+
+
+class Notes:
+    """What inner layers tell outer ones about one request, kept even when the request fails.
+
+    ``fault`` and ``events`` are written by the fault and throttle layers and
+    read by tracing and metrics; ``span_ids`` is written by the tracing layer
+    before the request runs and read by metrics for exemplars.
+    """
+
+    __slots__ = ("events", "fault", "span_ids")
+
+    def __init__(self) -> None:
+        self.fault: str | None = None
+        """The most consequential kind of fault injected into this request."""
+        self.events: list[tuple[str, dict[str, Any]]] | None = None
+        """(name, attributes) of what happened to the request, for its span."""
+        self.span_ids: tuple[int, int] | None = None
+        """The (trace, span) ids of the request's span, when it will be kept."""
+
+    def event(self, name: str, attributes: dict[str, Any]) -> None:
+        """Report something that happened to the request."""
+        if self.events is None:
+            self.events = []
+        self.events.append((name, attributes))

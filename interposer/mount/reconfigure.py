@@ -1,10 +1,12 @@
-"""What can change while a mount serves: fault rules, throttle limits, and which layers run.
+"""What can change while a mount serves: fault rules, throttle limits, the crash journal, which layers run.
 
 A change is validated as a whole configuration first (the same model as
-the config file), then the layers are rebuilt and swapped into the pipeline
-in one assignment: requests already running finish on the old chain, the
-next one takes the new.  A bad change raises ``ConfigError`` and changes
-nothing.
+the config file), then only the layers of the sections it names are rebuilt,
+and the chain is swapped into the pipeline in one assignment: requests
+already running finish on the old chain, the next one takes the new.  The
+layers of the other sections are kept as they are, with their state: token
+buckets, fault rule counters, the journal's undo records.  A bad change
+raises ``ConfigError`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backends.fake import FakeBackend
 from ..backends.passthrough import PassthroughBackend
+from ..backends.protocol import Backend
 from ..config import ConfigError, InterposerConfig, describe_errors
 from ..fuse.pipeline import Layer, Pipeline
-from ..layers.faults.crash import CrashJournal
+from ..layers.crash.journal import CrashJournal
 from ..layers.faults.layer import FaultLayer
 from ..layers.throttle.layer import ThrottleLayer
 
-RUNTIME_SECTIONS = ("faults", "throttle")
+RUNTIME_SECTIONS = ("faults", "throttle", "crash")
 """Config sections that can be replaced without remounting."""
 LAYER_ORDER = ("tracing", "metrics", "throttle", "faults")
 """Outermost first: observation sees throttle waits and injected faults."""
@@ -37,7 +39,7 @@ class LayerStack:
         config: InterposerConfig,
         observers: Mapping[str, Layer],
         extra: list[Layer],
-        backend: PassthroughBackend | FakeBackend,
+        backend: Backend,
     ) -> None:
         self.pipeline = pipeline
         self.config = config
@@ -48,20 +50,24 @@ class LayerStack:
         self.enabled = dict.fromkeys(observers, True)
         self.throttle: ThrottleLayer | None = None
         self.faults: FaultLayer | None = None
-        self._build(config)
+        self._build(config, RUNTIME_SECTIONS)
 
-    def _build(self, config: InterposerConfig) -> None:
-        throttle = config.throttle
-        self.throttle = ThrottleLayer(throttle) if throttle.limits() else None
-        self.faults = FaultLayer(config.faults) if config.faults.rules else None
-        if config.faults.crash_consistency and self.journal is None:
-            assert isinstance(self._backend, PassthroughBackend), "the config model requires it"
-            self.journal = CrashJournal(self._backend)
-        elif not config.faults.crash_consistency and self.journal is not None:
-            self.journal.close()
-            self.journal = None
-        self.enabled["throttle"] = throttle.enabled
-        self.enabled["faults"] = config.faults.enabled
+    def _build(self, config: InterposerConfig, sections: tuple[str, ...] | list[str]) -> None:
+        """Rebuild the layers of the named sections only; the others keep their state."""
+        if "throttle" in sections:
+            throttle = config.throttle
+            self.throttle = ThrottleLayer(throttle) if throttle.limits() else None
+            self.enabled["throttle"] = throttle.enabled
+        if "faults" in sections:
+            self.faults = FaultLayer(config.faults) if config.faults.rules else None
+            self.enabled["faults"] = config.faults.enabled
+        if "crash" in sections:
+            if config.crash.enabled and self.journal is None:
+                assert isinstance(self._backend, PassthroughBackend), "the config model requires it"
+                self.journal = CrashJournal(self._backend)
+            elif not config.crash.enabled and self.journal is not None:
+                self.journal.close()
+                self.journal = None
         self.config = config
         self._install()
 
@@ -78,7 +84,7 @@ class LayerStack:
         self.pipeline.replace([*layers, *journal, *self._extra])
 
     def replace_sections(self, sections: Mapping[str, Any]) -> InterposerConfig:
-        """Replace whole runtime sections (faults, throttle) with new, validated ones."""
+        """Replace whole runtime sections (faults, throttle, crash) with new, validated ones; keep the rest."""
         unknown = sorted(set(sections) - set(RUNTIME_SECTIONS))
         if unknown:
             raise ConfigError(
@@ -90,7 +96,7 @@ class LayerStack:
             config = InterposerConfig.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc)) from None
-        self._build(config)
+        self._build(config, sorted(sections))
         return config
 
     def switch(self, name: str, on: bool) -> None:
@@ -120,7 +126,7 @@ class LayerStack:
     async def crash(self) -> dict[str, int]:
         """Drop every write not fsynced, as a power loss would."""
         if self.journal is None:
-            raise ConfigError("crash needs faults.crash_consistency: true (set it in the config or with ctl set)")
+            raise ConfigError("crash needs crash.enabled: true (set it in the config or with ctl set)")
         return await self.journal.drop()
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import trio
 from ..backends import syscalls
 from ..backends.fake import FakeBackend
 from ..backends.passthrough import PassthroughBackend
+from ..backends.protocol import Backend
 from ..config import ConfigError, InterposerConfig
 from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Layer, Pipeline
@@ -96,6 +97,13 @@ def _fuse_conf() -> str:
         return ""
 
 
+def make_backend(config: InterposerConfig, backing: Path, fd_limit: int) -> Backend:
+    """The backend the config names: the backing directory, or memory."""
+    if config.backend.kind == "fake":
+        return FakeBackend(config.cache, config.backend.fake)
+    return PassthroughBackend(str(backing), config.cache, config.backend.max_inode_fds or fd_limit // 2)
+
+
 class Mount:
     """One served mount: its backend, pipeline, adapter and control socket."""
 
@@ -105,14 +113,7 @@ class Mount:
         self.backing = backing.resolve()
         self.mountpoint = mountpoint.absolute()
         self.config = config
-        fd_limit = _raise_fd_limit()
-        self.backend: PassthroughBackend | FakeBackend
-        if config.backend.kind == "fake":
-            self.backend = FakeBackend(config.cache, config.backend.fake)
-        else:
-            self.backend = PassthroughBackend(
-                str(self.backing), config.cache, config.backend.max_inode_fds or fd_limit // 2
-            )
+        self.backend = make_backend(config, self.backing, _raise_fd_limit())
         self.health = TelemetryHealth()
         self.health.install()
         resource = build_resource(self.mountpoint, self.backing, config.volume_id)
@@ -151,7 +152,7 @@ class Mount:
     async def _configure(self, request: dict[str, Any]) -> dict[str, Any]:
         sections = request.get("sections")
         if not isinstance(sections, dict):
-            raise ConfigError("configure needs 'sections': a mapping of faults and/or throttle settings")
+            raise ConfigError("configure needs 'sections': a mapping of faults, throttle and/or crash settings")
         config = self.layers.replace_sections(sections)
         log.info("reconfigured %s", ", ".join(sorted(sections)))
         return {"config": config.model_dump(mode="json")}

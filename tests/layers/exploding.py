@@ -6,14 +6,12 @@ that one request and keep serving everything else.
 
 from __future__ import annotations
 
-from typing import Any
-
 from interposer.fuse.pipeline import NextCall
-from interposer.fuse.request import Op
+from interposer.fuse.request import Notes, Reply, Request
 
 
 class ExplodingLayer:
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
-        if "boom" in op.path:
+    async def __call__(self, request: Request, notes: Notes, call_next: NextCall) -> Reply:
+        if "boom" in request.path:
             raise ZeroDivisionError("a defect in a layer")
-        return await call_next(op)
+        return await call_next(request, notes)

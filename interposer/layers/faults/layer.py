@@ -1,14 +1,18 @@
-"""The fault layer: makes storage misbehave exactly where the rules say, and says so on the request.
+"""The fault layer: makes storage misbehave exactly where the rules say, and says so in the request's notes.
 
-Every action is reported on the ``Op``: ``op.fault`` names the most
+Every action is reported in the ``Notes``: ``notes.fault`` names the most
 consequential one (errno, short, corrupt, attributes, latency, in that
 order) for the metrics label, and each action adds a ``fuse.fault.injected``
 event with its details for the span.  A delay is a ``trio.sleep``, so a
-delayed request never holds up any other.
+delayed request never holds up any other.  Housekeeping the kernel never
+retries (forget, release, releasedir) is never faulted: failing it would leak
+the handle or inode for good.  What a fault changes goes inward as a copy of
+the request, and outward as a new reply.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import fnmatch
 import math
@@ -22,7 +26,7 @@ import trio
 
 from ...fuse.callers import ProcessNames
 from ...fuse.pipeline import NextCall
-from ...fuse.request import Op
+from ...fuse.request import Notes, Reply, Request
 from ...names import (
     ATTR_FAULT,
     ATTR_FAULT_BYTES,
@@ -30,8 +34,9 @@ from ...names import (
     ATTR_FAULT_ERRNO,
     ATTR_FAULT_OFFSET,
     ATTR_FAULT_RULE,
+    DIRECTION_READ,
+    DIRECTION_WRITE,
     EVENT_FAULT,
-    FILE_OPENS,
     OpName,
 )
 from .model import (
@@ -48,11 +53,6 @@ from .model import (
     NormalLatency,
     ParetoLatency,
     UniformLatency,
-)
-
-_DATA = frozenset({OpName.READ, OpName.WRITE})
-_WITH_ATTRIBUTES = frozenset(
-    {OpName.GETATTR, OpName.LOOKUP, OpName.SETATTR, OpName.MKDIR, OpName.MKNOD, OpName.SYMLINK, OpName.LINK}
 )
 
 
@@ -101,7 +101,7 @@ class RuleState:
         self.matched = 0
         self.fired = 0
 
-    def fires(self, op: Op, commands: ProcessNames) -> bool:
+    def fires(self, op: Request, commands: ProcessNames) -> bool:
         """Whether the rule fires on this call; counts the call if its static match holds."""
         match = self.rule.match
         if self.operations and op.name not in self.operations:
@@ -109,7 +109,7 @@ class RuleState:
         if not self.starts <= time.monotonic() < self.ends:
             return False
         if match.pids or match.uids or match.commands:
-            pid, uid = op.caller()
+            pid, uid = op.pid, op.uid
             if match.pids and pid not in match.pids:
                 return False
             if match.uids and uid not in match.uids:
@@ -145,50 +145,51 @@ class FaultLayer:
         self.rules = [RuleState(rule, index, config.seed, installed) for index, rule in enumerate(config.rules)]
         self._commands = ProcessNames()
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+    async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
+        if op.traits.housekeeping:
+            return await call_next(op, notes)
         rule = next((state for state in self.rules if state.fires(op, self._commands)), None)
         if rule is None:
-            return await call_next(op)
-        return await self._act(rule, op, call_next)
+            return await call_next(op, notes)
+        return await self._act(rule, op, notes, call_next)
 
-    async def _act(self, rule: RuleState, op: Op, call_next: NextCall) -> Any:
+    async def _act(self, rule: RuleState, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         action = rule.rule.action
+        direction = op.traits.direction
         kinds: list[str] = []
         if action.latency is not None:
             delay = min(sample_latency(action.latency, rule.rng), MAX_LATENCY)
-            self._report(op, rule, "latency", {ATTR_FAULT_DELAY: delay})
+            _report(notes, rule, "latency", {ATTR_FAULT_DELAY: delay})
             kinds.append("latency")
             await trio.sleep(delay)
         if action.errno is not None:
             symbol = self._errno(action.errno, op.name, rule.rng)
-            self._report(op, rule, "errno", {ATTR_FAULT_ERRNO: symbol})
-            op.fault = "errno"
+            _report(notes, rule, "errno", {ATTR_FAULT_ERRNO: symbol})
+            notes.fault = "errno"
             raise OSError(getattr(errno, symbol), f"injected by fault rule {rule.name}")
-        if action.short is not None and op.name in _DATA:
-            self._shorten(op, action.short, rule)
+        inward = op
+        if action.short is not None and direction is not None:
+            inward = _shortened(op, action.short)
+            moved = inward.size if direction is DIRECTION_READ else len(inward.data)
+            _report(notes, rule, "short", {ATTR_FAULT_BYTES: moved})
             kinds.append("short")
-        if action.corrupt is not None and action.corrupt.on == "write" and op.name is OpName.WRITE:
-            op.data, at = corrupted(op.data, action.corrupt, rule.rng)
-            self._report(op, rule, "corrupt", {ATTR_FAULT_OFFSET: op.offset + at})
+        if action.corrupt is not None and action.corrupt.on == "write" and direction is DIRECTION_WRITE:
+            data, at = corrupted(inward.data, action.corrupt, rule.rng)
+            inward = inward.with_changes(data=data)
+            _report(notes, rule, "corrupt", {ATTR_FAULT_OFFSET: op.offset + at})
             kinds.append("corrupt")
-        result = await call_next(op)
-        if action.corrupt is not None and action.corrupt.on == "read" and op.name is OpName.READ:
-            result, at = corrupted(result, action.corrupt, rule.rng)
-            self._report(op, rule, "corrupt", {ATTR_FAULT_OFFSET: op.offset + at})
+        reply = await call_next(inward, notes)
+        if action.corrupt is not None and action.corrupt.on == "read" and direction is DIRECTION_READ:
+            data, at = corrupted(reply.value, action.corrupt, rule.rng)
+            reply = reply.with_value(data)
+            _report(notes, rule, "corrupt", {ATTR_FAULT_OFFSET: op.offset + at})
             kinds.append("corrupt")
-        if action.attributes is not None and op.name in _WITH_ATTRIBUTES | FILE_OPENS:
-            _override(_attributes_in(result), action.attributes)
-            self._report(op, rule, "attributes", {})
+        if action.attributes is not None and op.traits.returns_attributes:
+            reply = reply.with_value(_overridden(reply.value, action.attributes))
+            _report(notes, rule, "attributes", {})
             kinds.append("attributes")
-        op.fault = min(kinds, key=_SEVERITY.index) if kinds else None
-        return result
-
-    def _shorten(self, op: Op, share: float, rule: RuleState) -> None:
-        if op.name is OpName.READ:
-            op.size = max(1, int(op.size * share))
-        else:
-            op.data = op.data[: max(1, int(len(op.data) * share))]
-        self._report(op, rule, "short", {ATTR_FAULT_BYTES: op.size if op.name is OpName.READ else len(op.data)})
+        notes.fault = min(kinds, key=_SEVERITY.index) if kinds else None
+        return reply
 
     @staticmethod
     def _errno(spec: str | dict[str, float], name: OpName, rng: random.Random) -> str:
@@ -199,12 +200,6 @@ class FaultLayer:
         symbols = list(spec)
         return rng.choices(symbols, weights=[spec[symbol] for symbol in symbols])[0]
 
-    @staticmethod
-    def _report(op: Op, rule: RuleState, kind: str, details: dict[str, Any]) -> None:
-        if op.events is None:
-            op.events = []
-        op.events.append((EVENT_FAULT, {ATTR_FAULT: kind, ATTR_FAULT_RULE: rule.name, **details}))
-
     def counters(self) -> list[dict[str, Any]]:
         """Per rule: how many calls matched it and how many times it fired."""
         return [{"rule": state.name, "matched": state.matched, "fired": state.fired} for state in self.rules]
@@ -213,9 +208,24 @@ class FaultLayer:
 _SEVERITY = ("errno", "short", "corrupt", "attributes", "latency")
 
 
-def _attributes_in(result: Any) -> pyfuse3.EntryAttributes:
-    """create returns (file info, attributes); the others return the attributes."""
-    attributes: pyfuse3.EntryAttributes = result[1] if isinstance(result, tuple) else result
+def _report(notes: Notes, rule: RuleState, kind: str, details: dict[str, Any]) -> None:
+    notes.event(EVENT_FAULT, {ATTR_FAULT: kind, ATTR_FAULT_RULE: rule.name, **details})
+
+
+def _shortened(op: Request, share: float) -> Request:
+    """The request with only ``share`` of its bytes to move (at least one)."""
+    if op.traits.direction is DIRECTION_READ:
+        return op.with_changes(size=max(1, int(op.size * share)))
+    return op.with_changes(data=op.data[: max(1, int(len(op.data) * share))])
+
+
+def _overridden(value: Any, override: AttributeOverride) -> Any:
+    """The reply value with its attributes overridden: a copy, create's (file info, attributes) included."""
+    if isinstance(value, tuple):
+        info, entry = value
+        return info, _overridden(entry, override)
+    attributes: pyfuse3.EntryAttributes = copy.copy(value)
+    _override(attributes, override)
     return attributes
 
 

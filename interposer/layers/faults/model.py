@@ -195,8 +195,3 @@ class FaultsConfig(Section):
     enabled: bool = Field(True, description="Apply the rules (the layer is present whenever rules exist).")
     seed: int = Field(0, description="Seed of the rules' random draws: the same seed gives the same faults.")
     rules: tuple[FaultRule, ...] = ()
-    crash_consistency: bool = Field(
-        False,
-        description="Track writes not yet fsynced so 'interposer ctl MOUNTPOINT crash' can drop them "
-        "(costs a read of the old data per write).",
-    )

@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ...errnos import errno_of, errno_symbol
 from ...fuse.pipeline import NextCall
-from ...fuse.request import Op
+from ...fuse.request import Notes, Reply, Request
 from ...names import (
     ATTR_ERROR_TYPE,
     ATTR_FAULT,
@@ -46,15 +46,19 @@ from ...names import (
     IO_BYTES,
     OPERATIONS_ACTIVE,
     SPANS_DROPPED,
+    TRAITS,
     OpName,
 )
 from ...telemetry import TelemetryHealth
 from .histogram import RequestHistogram, Series
 
-_OPENS = {OpName.OPEN: HANDLE_FILE, OpName.CREATE: HANDLE_FILE, OpName.OPENDIR: HANDLE_DIRECTORY}
-_RELEASES = {OpName.RELEASE: HANDLE_FILE, OpName.RELEASEDIR: HANDLE_DIRECTORY}
 _DIRECTORY_CHANGE = {OpName.MKDIR: 1, OpName.RMDIR: -1}
-_ACCOUNTED = frozenset({OpName.READ, OpName.WRITE, *_OPENS, *_RELEASES, *_DIRECTORY_CHANGE})
+_ACCOUNTED = frozenset(
+    name
+    for name, traits in TRAITS.items()
+    if traits.direction or traits.opens or traits.releases or name in _DIRECTORY_CHANGE
+)
+"""Operations that change a counter besides their duration."""
 
 
 class MetricsLayer:
@@ -92,43 +96,41 @@ class MetricsLayer:
                 instrument.name, [callback], unit=instrument.unit, description=instrument.description
             )
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+    async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         name = op.name
         active = self.active
         active[name] += 1
         start = perf_counter()
         try:
-            result = await call_next(op)
+            reply = await call_next(op, notes)
         except BaseException as error:
             active[name] -= 1
-            self._failure_series(name, error).add(perf_counter() - start, op.span_ids)
-            self._account(op, failed=True)
+            self._failure_series(name, error).add(perf_counter() - start, notes.span_ids)
+            self._account(op, notes, None)
             raise
         active[name] -= 1
-        self._succeeded[name].add(perf_counter() - start, op.span_ids)
-        if name in _ACCOUNTED or op.fault is not None or op.events is not None:
-            self._account(op, failed=False)
-        return result
+        self._succeeded[name].add(perf_counter() - start, notes.span_ids)
+        if name in _ACCOUNTED or notes.fault is not None or notes.events is not None:
+            self._account(op, notes, reply)
+        return reply
 
-    def _account(self, op: Op, *, failed: bool) -> None:
-        """What some operations change besides their duration, and what inner layers reported."""
-        name = op.name
-        if name in _RELEASES:
-            self.handles[_RELEASES[name]] -= 1  # the kernel has let go of the handle either way
-        elif not failed:
-            if name is OpName.READ:
-                self.bytes[DIRECTION_READ] += op.transferred
-            elif name is OpName.WRITE:
-                self.bytes[DIRECTION_WRITE] += op.transferred
-            elif name in _OPENS:
-                self.handles[_OPENS[name]] += 1
-            elif name in _DIRECTORY_CHANGE:
-                self.directories_net_created += _DIRECTORY_CHANGE[name]
-        if op.fault is not None:
-            key = (op.fault, name)
+    def _account(self, op: Request, notes: Notes, reply: Reply | None) -> None:
+        """What some operations change besides their duration (``reply`` None: it failed), and what layers noted."""
+        traits = op.traits
+        if traits.releases is not None:
+            self.handles[traits.releases] -= 1  # the kernel has let go of the handle either way
+        elif reply is not None:
+            if traits.direction is not None:
+                self.bytes[traits.direction] += reply.transferred
+            elif traits.opens is not None:
+                self.handles[traits.opens] += 1
+            elif op.name in _DIRECTORY_CHANGE:
+                self.directories_net_created += _DIRECTORY_CHANGE[op.name]
+        if notes.fault is not None:
+            key = (notes.fault, op.name)
             self.faults[key] = self.faults.get(key, 0) + 1
-        if op.events is not None:
-            self._record_waits(op.events)
+        if notes.events is not None:
+            self._record_waits(notes.events)
 
     def _failure_series(self, name: OpName, error: BaseException) -> Series:
         key = (name, errno_symbol(errno_of(error)))

@@ -17,12 +17,9 @@ from typing import Any
 import trio
 
 from ...fuse.pipeline import NextCall
-from ...fuse.request import Op
-from ...names import ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, EVENT_THROTTLE, OpName
+from ...fuse.request import Notes, Reply, Request
+from ...names import ATTR_THROTTLE_LIMIT, ATTR_THROTTLE_WAIT, DIRECTION_READ, DIRECTION_WRITE, EVENT_THROTTLE
 from .model import Limit, ThrottleConfig
-
-_UNTHROTTLED = frozenset({OpName.FORGET, OpName.RELEASE, OpName.RELEASEDIR})
-"""Housekeeping the kernel does not expect to fail or wait."""
 
 
 class TokenBucket:
@@ -57,20 +54,21 @@ class ThrottleLayer:
         self.buckets = {name: TokenBucket(name, limit) for name, limit in config.limits().items()}
         self.rejected = 0
 
-    def _demands(self, op: Op) -> list[tuple[TokenBucket, float]]:
+    def _demands(self, op: Request) -> list[tuple[TokenBucket, float]]:
         buckets = self.buckets
+        traits = op.traits
         wanted: tuple[tuple[str, int], ...]
-        if op.name is OpName.READ:
+        if traits.housekeeping:
+            return []  # the kernel does not expect these to fail or wait
+        if traits.direction is DIRECTION_READ:
             wanted = (("read_bytes", op.size), ("read_iops", 1))
-        elif op.name is OpName.WRITE:
+        elif traits.direction is DIRECTION_WRITE:
             wanted = (("write_bytes", len(op.data)), ("write_iops", 1))
-        elif op.name in _UNTHROTTLED:
-            return []
         else:
             wanted = (("metadata_iops", 1),)
         return [(buckets[name], amount) for name, amount in wanted if name in buckets]
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+    async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         demands = self._demands(op)
         if demands:
             waits = [(bucket.wait_for(amount), bucket) for bucket, amount in demands]
@@ -84,11 +82,9 @@ class ThrottleLayer:
             if wait > 0:
                 slowest.waits += 1
                 slowest.waited += wait
-                if op.events is None:
-                    op.events = []
-                op.events.append((EVENT_THROTTLE, {ATTR_THROTTLE_WAIT: wait, ATTR_THROTTLE_LIMIT: slowest.name}))
+                notes.event(EVENT_THROTTLE, {ATTR_THROTTLE_WAIT: wait, ATTR_THROTTLE_LIMIT: slowest.name})
                 await trio.sleep(wait)
-        return await call_next(op)
+        return await call_next(op, notes)
 
     def counters(self) -> dict[str, Any]:
         """Per limit: how many requests waited and for how long in all; and how many were refused."""

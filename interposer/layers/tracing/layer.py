@@ -24,7 +24,9 @@ too: while a segment is open only its ids exist; its record, with the
 summary, is handed over when it ends.
 
 Being the outermost layer, a span covers throttle waits and injected faults;
-layers inside report those through ``op.events`` and ``op.fault``.
+layers inside report those through the request's ``Notes``.  What the span
+says about the request (paths, caller, handle inode) was resolved at entry,
+so a release names the file it released.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ...config import TracingConfig
 from ...errnos import errno_of
 from ...fuse.callers import ProcessNames
 from ...fuse.pipeline import NextCall
-from ...fuse.request import Op
+from ...fuse.request import Notes, Reply, Request
 from ...names import (
     ATTR_COMMAND,
     ATTR_FILE_INODE,
@@ -56,20 +58,21 @@ from ...names import (
     ATTR_SESSION_OPERATIONS,
     ATTR_SESSION_OPS_PREFIX,
     ATTR_UID,
-    DIR_HANDLE_OPS,
-    FILE_OPENS,
-    HANDLE_OPS,
+    DIRECTION_READ,
+    DIRECTION_WRITE,
+    HANDLE_DIRECTORY,
+    HANDLE_FILE,
     SPAN_ACTIVITY,
     SPAN_DIRECTORY_SESSION,
     SPAN_FILE_SESSION,
+    Addressing,
     OpName,
 )
 from .records import Events, operation_record, session_record
 
-_RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
-_DIRECTORY_LIFECYCLE = frozenset({OpName.OPENDIR, OpName.RELEASEDIR})
-_LIFECYCLE = FILE_OPENS | _RELEASES | _DIRECTORY_LIFECYCLE
-"""Operations that open or release a handle, and so start or end a file or directory span."""
+_SESSION_SPANS = {HANDLE_FILE: SPAN_FILE_SESSION, HANDLE_DIRECTORY: SPAN_DIRECTORY_SESSION}
+"""The parent span of a handle's life, by the kind of handle (names.OpTraits.opens)."""
+_NO_REPLY = Reply()
 _SUCCEEDED = (0, None, None)
 _OP_NAMES = {op: op.value for op in OpName}
 """Plain strings: the records are marshalled, which takes no str subclass."""
@@ -110,10 +113,8 @@ class Group:
     """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
     operations = errors = bytes_read = bytes_written = 0
     _command: str | None = None
-    caller: tuple[int, int, int, str] | None = None
-    """The opener's (pid, uid, gid, command), for the handle's operations."""
 
-    def __init__(self, name: str, pid: int, opener: Op | None) -> None:
+    def __init__(self, name: str, pid: int, opener: Request | None) -> None:
         self.name = name
         self.pid = pid
         self.opener = opener
@@ -144,7 +145,7 @@ class TracingLayer:
         self.kept = 0
         self.sampled_out = 0
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+    async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         start = _clock()
         group = self._group_for(op, start)
         if group.operations >= self._max_operations or start >= group.deadline:
@@ -153,33 +154,32 @@ class TracingLayer:
         group.inflight += 1
         parent = group.ids if group.sampled else None
         if parent is not None:  # the span will be kept: its identity exists from the start, for inner layers
-            op.span_ids = (parent[0], next(self._span_ids))
+            notes.span_ids = (parent[0], next(self._span_ids))
         try:
-            result = await call_next(op)
+            reply = await call_next(op, notes)
         except BaseException as error:
             group.inflight -= 1
-            self._finish(op, group, parent, start, error)
+            self._finish(op, notes, _NO_REPLY, group, parent, start, error)
             raise
         group.inflight -= 1
-        self._finish(op, group, parent, start, None)
-        return result
+        self._finish(op, notes, reply, group, parent, start, None)
+        return reply
 
     # -- groups ------------------------------------------------------------------------
 
-    def _group_for(self, op: Op, now: int) -> Group:
-        name = op.name
-        if name in HANDLE_OPS:
+    def _group_for(self, op: Request, now: int) -> Group:
+        traits = op.traits
+        addressing = traits.addressing
+        if addressing is Addressing.HANDLE:
             group = self._files.get(op.fh)
             if group is not None:
                 return group
-        elif name in DIR_HANDLE_OPS:
+        elif addressing is Addressing.DIR_HANDLE:
             group = self._dirs.get(op.fh)
             if group is not None:
                 return group
-        elif name in FILE_OPENS:
-            return Group(SPAN_FILE_SESSION, op.pid, op)
-        elif name is OpName.OPENDIR:
-            return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
+        if traits.opens is not None:
+            return Group(_SESSION_SPANS[traits.opens], op.pid, op)
         group = self._activities.get(op.pid)
         if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
             self._end_segment(group)
@@ -242,7 +242,14 @@ class TracingLayer:
     # -- operations --------------------------------------------------------------------
 
     def _finish(
-        self, op: Op, group: Group, parent: tuple[int, int] | None, start: int, error: BaseException | None
+        self,
+        op: Request,
+        notes: Notes,
+        reply: Reply,
+        group: Group,
+        parent: tuple[int, int] | None,
+        start: int,
+        error: BaseException | None,
     ) -> None:
         """Account the operation to its group and hand over its record if kept.
 
@@ -250,73 +257,58 @@ class TracingLayer:
         the group may have moved on to a new segment since.
         """
         name = op.name
+        traits = op.traits
         group.operations += 1
         counts = group.counts
         counts[name] = counts.get(name, 0) + 1
         if error is not None:
             group.errors += 1
-        elif name is OpName.READ:
-            group.bytes_read += op.transferred
-        elif name is OpName.WRITE:
-            group.bytes_written += op.transferred
-        if parent is not None or group.sampled or error is not None or op.fault is not None:
+        elif traits.direction is DIRECTION_READ:
+            group.bytes_read += reply.transferred
+        elif traits.direction is DIRECTION_WRITE:
+            group.bytes_written += reply.transferred
+        if parent is not None or group.sampled or error is not None or notes.fault is not None:
             self.kept += 1
             if parent is None:
                 parent = self._parent_span(group)
-            ids = op.span_ids
+            ids = notes.span_ids
             failure: tuple[int, str | None, str | None] = _SUCCEEDED
-            events = op.events
+            events = notes.events
             if error is not None:
                 failure, events = _failure(error, events)
+            fh = op.fh if reply.handle < 0 else reply.handle
             self._sink.add(
                 operation_record(
                     _OP_NAMES[name],
                     (parent[0], next(self._span_ids) if ids is None else ids[1], parent[1]),
                     (start, _clock()),
-                    (op.path, op.inode, op.fh, op.offset, op.size, op.transferred),
-                    (
-                        op.new_path if name is OpName.RENAME or name is OpName.LINK else None,
-                        op.resolver.paths_of_inode(op.inode) if name is OpName.LINK else None,
-                    ),
+                    (op.path, op.inode, fh, op.offset, op.size, reply.transferred),
+                    (op.new_path, op.other_paths),
                     self._caller(op, group),
                     failure,
-                    op.fault,
+                    notes.fault,
                     events,
                 )
             )
         else:
             self.sampled_out += 1
-        if name in _LIFECYCLE:
-            table = self._dirs if name in _DIRECTORY_LIFECYCLE else self._files
-            if name in _RELEASES:
-                self._closed(table, op.fh)
-            else:
-                self._opened(table, op, group, error)
+        if traits.releases is not None:
+            self._closed(self._dirs if traits.releases is HANDLE_DIRECTORY else self._files, op.fh)
+        elif traits.opens is not None:
+            self._opened(self._dirs if traits.opens is HANDLE_DIRECTORY else self._files, reply, group, error)
 
-    def _caller(self, op: Op, group: Group) -> tuple[int, int, int, str]:
-        """(pid, uid, gid, command) of the operation's caller.
-
-        pyfuse3 gives handle operations no caller: they belong to the process
-        that opened the handle, whose identity the group keeps.  (An activity
-        group is its caller's, so only handle groups get here without one.)
-        """
+    def _caller(self, op: Request, group: Group) -> tuple[int, int, int, str]:
+        """(pid, uid, gid, command) of the operation's caller (for a handle operation, resolved: its opener)."""
         pid = op.pid
-        if pid == group.pid:
-            return (pid, op.uid, op.gid, group.command(self._commands))
-        if pid:
-            return (pid, op.uid, op.gid, self._commands[pid])
-        if group.caller is None:
-            opener = group.opener
-            assert opener is not None
-            group.caller = (opener.pid, opener.uid, opener.gid, group.command(self._commands))
-        return group.caller
+        command = group.command(self._commands) if pid == group.pid else self._commands[pid]
+        return (pid, op.uid, op.gid, command)
 
-    def _opened(self, table: dict[int, Group], op: Op, group: Group, error: BaseException | None) -> None:
+    def _opened(self, table: dict[int, Group], reply: Reply, group: Group, error: BaseException | None) -> None:
         if error is not None:
             self._end_segment(group)
             return
-        group.handle = op.fh
-        table[op.fh] = group
+        group.handle = reply.handle
+        table[reply.handle] = group
 
     def _closed(self, table: dict[int, Group], fh: int) -> None:
         group = table.pop(fh, None)

@@ -18,14 +18,13 @@ import contextlib
 import logging
 import os
 from collections import defaultdict
-from typing import Any
 
 import pyfuse3
 import trio
 
 from ...backends.passthrough import PassthroughBackend
 from ...fuse.pipeline import NextCall
-from ...fuse.request import Op
+from ...fuse.request import Notes, Reply, Request
 from ...names import OpName
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,11 @@ class UndoRecord:
 
 
 class CrashJournal:
-    """The innermost layer: sees exactly the writes that reach the backing file."""
+    """The innermost layer: sees exactly the writes that reach the backing file.
+
+    It lives as long as the mount's ``crash`` section stays enabled: changing
+    any other section at run time keeps it and its records.
+    """
 
     def __init__(self, backend: PassthroughBackend) -> None:
         self._backend = backend
@@ -72,22 +75,20 @@ class CrashJournal:
         if fd is not None:
             os.close(fd)
 
-    async def __call__(self, op: Op, call_next: NextCall) -> Any:
+    async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         name = op.name
         if name is OpName.WRITE:
-            inode = self._backend.inode_of_handle(op.fh)
-            record = self._before(inode, op.offset, len(op.data))
+            record = self._before(op.inode, op.offset, len(op.data))
         elif name is OpName.SETATTR and op.fields is not None and op.fields.update_size:
-            inode = op.inode
-            record = self._before(inode, 0, None)  # the whole old content: cut or extended
+            record = self._before(op.inode, 0, None)  # the whole old content: cut or extended
         else:
-            result = await call_next(op)
+            reply = await call_next(op, notes)
             if name in _SYNCS:
-                self._forget(self._backend.inode_of_handle(op.fh))
-            return result
-        result = await call_next(op)
-        self._records[inode].append(record)
-        return result
+                self._forget(op.inode)
+            return reply
+        reply = await call_next(op, notes)
+        self._records[op.inode].append(record)
+        return reply
 
     def pending(self) -> dict[str, int]:
         """How many files, changes and bytes a drop would undo."""

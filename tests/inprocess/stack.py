@@ -1,0 +1,114 @@
+"""An interposer assembled in the test's own process and driven through the adapter's handlers.
+
+Nothing is mounted: each handler of ``InterposerFS`` is awaited directly, as
+pyfuse3 would await it, so the request goes through the same adapter,
+pipeline, layers and backend as on a mount.  Kept span records go to a list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from interposer.config import InterposerConfig
+from interposer.fuse.adapter import InterposerFS
+from interposer.fuse.pipeline import Layer, Pipeline
+from interposer.layers.metrics.histogram import RequestHistogram
+from interposer.layers.metrics.layer import MetricsLayer
+from interposer.layers.tracing.layer import TracingLayer
+from interposer.layers.tracing.records import SpanData, span_data
+from interposer.mount.reconfigure import LayerStack
+from interposer.mount.serve import make_backend
+from interposer.names import DURATION_BUCKETS, OPERATION_DURATION, THROTTLE_WAIT
+from interposer.telemetry import TelemetryHealth
+
+T = TypeVar("T")
+
+
+@dataclass
+class Caller:
+    """What pyfuse3's RequestContext carries: the calling process and its ids."""
+
+    pid: int = 4242
+    uid: int = 0
+    gid: int = 0
+    umask: int = 0o022
+
+
+CALLER: Any = Caller()
+
+
+class RecordingSink:
+    """Kept span records, in the order the tracing layer handed them over."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+
+    def add(self, record: tuple[Any, ...]) -> None:
+        self.records.append(record)
+
+    def spans(self) -> list[SpanData]:
+        return [span_data(record) for record in self.records]
+
+
+class InProcessStack:
+    """Backend, layers and adapter of one mount, without the mount."""
+
+    def __init__(self, backing: Path, config: dict[str, Any] | None = None, *, observe: bool = True) -> None:
+        self.config = InterposerConfig.model_validate(config or {})
+        self.backing = backing
+        self.backend = make_backend(self.config, backing, 1024)
+        self.sink = RecordingSink()
+        self.health = TelemetryHealth()
+        observers: dict[str, Layer] = {}
+        if observe:
+            self.tracing = TracingLayer(self.sink, self.config.tracing, 1.0)
+            self.metric_reader = InMemoryMetricReader()
+            provider = MeterProvider(metric_readers=[self.metric_reader])
+            self.metrics = MetricsLayer(
+                provider.get_meter("test"),
+                RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS),
+                RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS),
+                self.health,
+            )
+            observers = {"tracing": self.tracing, "metrics": self.metrics}
+        self.pipeline = Pipeline(self.backend)
+        self.layers = LayerStack(self.pipeline, self.config, observers, [], self.backend)
+        self.fs = InterposerFS(self.pipeline, self.backend)
+
+    def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await one handler call (a lambda returning the coroutine) in a fresh trio run."""
+
+        async def main() -> T:
+            return await call()
+
+        return trio.run(main)
+
+    def errno_of(self, call: Callable[[], Awaitable[Any]]) -> int:
+        """The errno the adapter answers a call with (0: it succeeded)."""
+        try:
+            self.run(call)
+        except pyfuse3.FUSEError as exc:
+            return exc.errno
+        return 0
+
+    def create(self, name: bytes, parent: int = pyfuse3.ROOT_INODE) -> tuple[int, int]:
+        """Create a regular file; its (handle, inode)."""
+        info, attrs = self.run(lambda: self.fs.create(parent, name, 0o100644, os.O_RDWR, CALLER))
+        return info.fh, attrs.st_ino
+
+    def backend_path(self, name: bytes) -> str:
+        """Where a file of the mount root lives in the backing directory."""
+        return os.path.join(self.backing, os.fsdecode(name))
+
+    def close(self) -> None:
+        self.layers.close()
+        self.backend.close()
