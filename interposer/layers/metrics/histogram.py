@@ -7,9 +7,9 @@ would cost a quarter of the throughput.  A histogram with fixed buckets
 needs far less: the request thread finds its bucket with ``bisect`` and
 bumps integers in a series it already holds (under 1 µs).  When a reader
 collects, ``HistogramSource`` turns the series into the SDK's own
-``Histogram`` metric data, cumulative or delta as the reader's exporter
-prefers, so exporters, the Prometheus translation and the OTLP encoding
-stay the SDK's.
+``Histogram`` metric data, cumulative or delta as the OTLP exporter
+prefers, so the OTLP encoding stays the SDK's; the Prometheus endpoint
+serves the same data points through its own collector (``prometheus.py``).
 
 Exemplars follow the SDK's trace-based rule: only a request whose span is
 sampled offers one, and each bucket keeps the newest.
@@ -25,13 +25,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from opentelemetry.sdk.metrics import Exemplar
-from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
     HistogramDataPoint,
     Metric,
-    MetricExporter,
     MetricsData,
     ResourceMetrics,
     ScopeMetrics,
@@ -174,9 +172,3 @@ class HistogramSource:
             scopes.append(ScopeMetrics(self.scope, metrics, ""))
         resource_metrics[0] = ResourceMetrics(first.resource, scopes, first.schema_url)
         return MetricsData(resource_metrics)
-
-
-def wants_delta(exporter: MetricExporter) -> bool:
-    """Whether an exporter asks for delta histograms (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE)."""
-    preferred = (exporter._preferred_temporality or {}).get(HistogramInstrument)
-    return preferred is AggregationTemporality.DELTA

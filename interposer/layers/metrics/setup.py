@@ -12,16 +12,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, MetricsData, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ... import __version__
 from ...config import ConfigError, MetricsConfig
 from ...names import DURATION_BUCKETS, OPERATION_DURATION, SCOPE_NAME, SIGNAL_METRICS, THROTTLE_WAIT
-from ...telemetry import CountingMetricExporter, TelemetryHealth, env, otlp_exporter, signal_variable
-from .histogram import DeltaState, HistogramSource, RequestHistogram, wants_delta
+from ...telemetry import (
+    CountingMetricExporter,
+    TelemetryHealth,
+    env,
+    metric_temporality,
+    otlp_exporter,
+    signal_variable,
+)
+from .histogram import DeltaState, HistogramSource, RequestHistogram
 from .prometheus import DEFAULT_PORT, PrometheusEndpoint
 
 log = logging.getLogger(__name__)
@@ -30,20 +44,29 @@ _KNOWN_EXPORTERS = ("otlp", "prometheus")
 _DEFAULT_EXPORT_INTERVAL = 10.0
 
 
-class OtlpReader(PeriodicExportingMetricReader):
-    """The SDK's periodic push, with the request histograms added to each collection."""
+class WithRequestHistograms(MetricExporter):
+    """Adds the request histograms to every export of the SDK's periodic push, in the temporality it asked for.
 
-    def __init__(self, exporter: MetricExporter, source: HistogramSource, interval: float) -> None:
-        super().__init__(
-            exporter, export_interval_millis=interval * 1000, export_timeout_millis=min(interval, 10.0) * 1000
-        )
+    A wrapper of the exporter, not a reader subclass: ``export`` is the public
+    interface through which each collection passes.
+    """
+
+    def __init__(
+        self, inner: MetricExporter, source: HistogramSource, temporality: dict[type, AggregationTemporality]
+    ) -> None:
+        super().__init__(preferred_temporality=temporality)
+        self._inner = inner
         self._source = source
-        self._delta = DeltaState() if wants_delta(exporter) else None
+        self._delta = DeltaState() if temporality[Histogram] is AggregationTemporality.DELTA else None
 
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        if metrics_data is not None:
-            metrics_data = self._source.added_to(metrics_data, self._delta)
-        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return self._inner.export(self._source.added_to(metrics_data, self._delta), timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 @dataclass
@@ -122,8 +145,18 @@ def build_metrics(config: MetricsConfig, resource: Resource, health: TelemetryHe
     destinations: dict[str, str] = {}
     endpoint = None
     if "otlp" in names:
-        exporter, destinations["otlp"] = otlp_exporter(SIGNAL_METRICS, config, "metrics")
-        readers.append(OtlpReader(CountingMetricExporter(exporter, health), source, interval))
+        temporality = metric_temporality()
+        exporter, destinations["otlp"] = otlp_exporter(
+            SIGNAL_METRICS, config, "metrics", preferred_temporality=temporality
+        )
+        counted = CountingMetricExporter(exporter, health, temporality)
+        readers.append(
+            PeriodicExportingMetricReader(
+                WithRequestHistograms(counted, source, temporality),
+                export_interval_millis=interval * 1000,
+                export_timeout_millis=min(interval, 10.0) * 1000,
+            )
+        )
     if "prometheus" in names:
         endpoint = _prometheus_endpoint(config, source)
         destinations["prometheus"] = endpoint.address

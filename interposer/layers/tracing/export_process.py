@@ -12,7 +12,9 @@ cumulative counts of dropped spans and failed exports whenever they change.
 So all the cost of a kept span except its record is paid outside the mount's
 process.  The span file is written straight from the records; for OTLP the
 spans are built as the SDK's and go through its batch processor, whose
-bounded queue and exporters are the same as in any OTel program.
+exporters are the same as in any OTel program.  The queue in front of the
+exporter is ours (``QueuedExport``), not the SDK's batch processor, whose
+drops show only in its log: every span refused here is counted here.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import marshal
 import os
 import socket
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pydantic import ValidationError
 
@@ -95,29 +99,83 @@ class FileExport:
     def _write(self) -> None:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), self._line):
-            if not self._file.write(pending[start : start + self._line]):
-                self._health.export_failures[SIGNAL_TRACES] += 1
+            line = pending[start : start + self._line]
+            if not self._file.write(line):
+                self._health.failed_export(SIGNAL_TRACES, len(line))
                 if self._health.due("export"):
                     log.warning("cannot write the span file %s (%s)", self._file.path, self._health.summary())
 
 
-class SdkExport:
-    """The SDK's spans through its batch processor (bounded queue, export thread) to an SDK exporter."""
+class QueuedExport:
+    """SDK spans through a bounded queue to an SDK exporter, which an export thread calls with batches.
 
-    def __init__(self, processor: SpanProcessor, resource: Resource) -> None:
-        self._processor = processor
+    Only the exporter's public interface is used.  ``add`` never waits: what
+    does not fit in ``max_queue_size`` is dropped and counted at once.  The
+    thread exports a batch when one is full or ``export_delay`` has passed, so
+    a slow exporter fills the queue, never the receive loop.
+    """
+
+    def __init__(
+        self, exporter: SpanExporter, resource: Resource, config: TracingConfig, health: TelemetryHealth
+    ) -> None:
+        self._exporter = exporter
         self._resource = resource
         self._scope = InstrumentationScope(*SCOPE)
+        self._health = health
+        self._capacity = config.max_queue_size
+        self._batch = min(MAX_BATCH, config.max_queue_size)
+        self._delay = config.export_delay
+        self._queue: deque[ReadableSpan] = deque()
+        self._ready = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
+        self._thread.start()
 
     def add(self, spans: list[SpanData]) -> None:
-        for span in spans:
-            self._processor.on_end(to_span(span, self._resource, self._scope))
+        with self._ready:
+            room = self._capacity - len(self._queue)
+        kept = spans[: max(room, 0)]
+        if len(kept) < len(spans):
+            self._health.dropped_spans += len(spans) - len(kept)
+            if self._health.due("drop"):
+                log.warning("the span export queue is full (%d spans) (%s)", self._capacity, self._health.summary())
+        if not kept:
+            return
+        built = [to_span(span, self._resource, self._scope) for span in kept]
+        with self._ready:
+            self._queue.extend(built)
+            if len(self._queue) >= self._batch:
+                self._ready.notify()
 
     def tick(self) -> None:
-        return None  # the processor's own thread exports on its schedule
+        return None  # the export thread keeps its own schedule
 
     def close(self) -> None:
-        self._processor.shutdown()
+        """Export everything queued, then shut the exporter down."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        self._thread.join()
+        self._exporter.shutdown()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                if len(self._queue) < self._batch and not self._closing:
+                    self._ready.wait(self._delay)
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            self._export(batch)
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        try:
+            self._exporter.export(batch)
+        except Exception:  # an exporter's defect must not end span export; its batch is lost and counted
+            log.exception("the span exporter failed")
+            self._health.failed_export(SIGNAL_TRACES, len(batch))
 
 
 def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str, float]:
@@ -131,13 +189,9 @@ def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str,
             raise ConfigError(f"tracing.file: cannot write spans to {path}: {exc.strerror or exc}") from exc
         return FileExport(file, config, health), str(path), min(config.export_delay, REPORT_INTERVAL)
     exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
-    processor = BatchSpanProcessor(
-        CountingSpanExporter(exporter, health),
-        max_queue_size=config.max_queue_size,
-        schedule_delay_millis=config.export_delay * 1000,
-        max_export_batch_size=min(MAX_BATCH, config.max_queue_size),
-    )
-    return SdkExport(processor, Resource(setup["resource"], setup["schema_url"])), destination, REPORT_INTERVAL
+    resource = Resource(setup["resource"], setup["schema_url"])
+    export = QueuedExport(CountingSpanExporter(exporter, health), resource, config, health)
+    return export, destination, REPORT_INTERVAL
 
 
 def _report(channel: socket.socket, message: dict[str, Any]) -> None:
