@@ -21,13 +21,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from interposer.config import InterposerConfig
 from interposer.fuse.adapter import InterposerFS
 from interposer.fuse.pipeline import Layer, Pipeline
+from interposer.fuse.request import Notes, Request
 from interposer.layers.metrics.histogram import RequestHistogram
 from interposer.layers.metrics.layer import MetricsLayer
 from interposer.layers.tracing.layer import TracingLayer
 from interposer.layers.tracing.records import SpanData, span_data
 from interposer.mount.reconfigure import LayerStack
 from interposer.mount.serve import make_backend
-from interposer.names import DURATION_BUCKETS, OPERATION_DURATION, THROTTLE_WAIT
+from interposer.names import DURATION_BUCKETS, OPERATION_DURATION, THROTTLE_WAIT, OpName
 from interposer.telemetry import TelemetryHealth
 
 T = TypeVar("T")
@@ -62,7 +63,14 @@ class RecordingSink:
 class InProcessStack:
     """Backend, layers and adapter of one mount, without the mount."""
 
-    def __init__(self, backing: Path, config: dict[str, Any] | None = None, *, observe: bool = True) -> None:
+    def __init__(
+        self,
+        backing: Path,
+        config: dict[str, Any] | None = None,
+        *,
+        observe: bool = True,
+        extra: list[Layer] | None = None,
+    ) -> None:
         self.config = InterposerConfig.model_validate(config or {})
         self.backing = backing
         self.backend = make_backend(self.config, backing, 1024)
@@ -73,15 +81,16 @@ class InProcessStack:
             self.tracing = TracingLayer(self.sink, self.config.tracing, 1.0)
             self.metric_reader = InMemoryMetricReader()
             provider = MeterProvider(metric_readers=[self.metric_reader])
+            self.duration = RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS)
             self.metrics = MetricsLayer(
                 provider.get_meter("test"),
-                RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS),
+                self.duration,
                 RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS),
                 self.health,
             )
             observers = {"tracing": self.tracing, "metrics": self.metrics}
         self.pipeline = Pipeline(self.backend)
-        self.layers = LayerStack(self.pipeline, self.config, observers, [], self.backend)
+        self.layers = LayerStack(self.pipeline, self.config, observers, extra or [], self.backend)
         self.fs = InterposerFS(self.pipeline, self.backend)
 
     def run(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -104,6 +113,27 @@ class InProcessStack:
         """Create a regular file; its (handle, inode)."""
         info, attrs = self.run(lambda: self.fs.create(parent, name, 0o100644, os.O_RDWR, CALLER))
         return info.fh, attrs.st_ino
+
+    def readdir(self, fh: int, offset: int = 0, room: int = 1 << 30) -> list[tuple[bytes, int]]:
+        """(name, next offset) of the entries a readdir from ``offset`` replies with, ``room`` entries at most.
+
+        pyfuse3's reply token needs a live session, so this builds the request
+        the adapter would and runs it through the same pipeline.
+        """
+        entries: list[tuple[bytes, int]] = []
+
+        def reply_entry(name: bytes, _attributes: pyfuse3.EntryAttributes, next_offset: int) -> bool:
+            if len(entries) >= room:
+                return False
+            entries.append((name, next_offset))
+            return True
+
+        request = Request(OpName.READDIR)
+        request.fh = fh
+        request.offset = offset
+        request.reply_entry = reply_entry
+        self.run(lambda: self.pipeline.call(request.resolve(self.backend), Notes()))
+        return entries
 
     def backend_path(self, name: bytes) -> str:
         """Where a file of the mount root lives in the backing directory."""

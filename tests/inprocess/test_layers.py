@@ -1,0 +1,152 @@
+"""Each layer in the real pipeline, without a mount: what it does, and what it tells the layers outside it."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+import pyfuse3
+
+from interposer.fuse.pipeline import NextCall
+from interposer.fuse.request import Notes, Reply, Request
+from interposer.names import (
+    ATTR_ERROR_TYPE,
+    ATTR_FAULT,
+    ATTR_FILE_PATH,
+    ATTR_OPERATION,
+    ATTR_THROTTLE_LIMIT,
+    EVENT_FAULT,
+    EVENT_THROTTLE,
+    HANDLE_FILE,
+    SPAN_FILE_SESSION,
+    OpName,
+)
+
+from ..layers.exploding import ExplodingLayer
+from .conftest import StackFactory
+from .stack import CALLER
+
+ROOT = pyfuse3.ROOT_INODE
+
+
+def _rule(action: dict[str, Any], **match: Any) -> dict[str, Any]:
+    return {"rules": [{"match": match, "action": action}]}
+
+
+class SeenRequests:
+    """An extra layer (innermost) that records what reaches the backend and what it replies."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Request, Reply]] = []
+
+    async def __call__(self, request: Request, notes: Notes, call_next: NextCall) -> Reply:
+        reply = await call_next(request, notes)
+        self.seen.append((request, reply))
+        return reply
+
+
+def test_tracing_groups_a_handles_operations_under_its_file_span(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    fh, _ = stack.create(b"traced")
+    stack.run(lambda: stack.fs.write(fh, 0, b"abc"))
+    stack.run(lambda: stack.fs.release(fh))
+    spans = {span.name: span for span in stack.sink.spans()}
+    parent = spans[SPAN_FILE_SESSION]
+    for name in ("fuse.create", "fuse.write", "fuse.release"):
+        assert spans[name].parent_id == parent.span_id
+        assert spans[name].attributes[ATTR_FILE_PATH] == "/traced"
+    assert parent.attributes["fuse.session.bytes_written"] == 3
+
+
+def test_metrics_count_bytes_moved_handles_and_failures(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    fh, _ = stack.create(b"counted")
+    stack.run(lambda: stack.fs.write(fh, 0, b"12345"))
+    assert stack.run(lambda: stack.fs.read(fh, 3, 100)) == b"45"
+    assert stack.metrics.handles[HANDLE_FILE] == 1
+    stack.run(lambda: stack.fs.release(fh))
+    assert stack.metrics.bytes == {"read": 2, "write": 5}
+    assert stack.metrics.handles[HANDLE_FILE] == 0
+    assert stack.errno_of(lambda: stack.fs.lookup(ROOT, b"missing", CALLER)) == errno.ENOENT
+    failed = frozenset({ATTR_OPERATION: "lookup", ATTR_ERROR_TYPE: "ENOENT"}.items())
+    assert sum(stack.duration.series[failed].counts) == 1
+
+
+def test_throttle_notes_its_wait_and_fail_mode_refuses_at_once(make_stack: StackFactory) -> None:
+    stack = make_stack({"throttle": {"metadata_iops": {"rate": 20, "burst": 1}}})
+    for _ in range(3):
+        stack.run(lambda: stack.fs.getattr(ROOT, CALLER))
+    waits = [event for span in stack.sink.spans() for event in span.events if event[0] == EVENT_THROTTLE]
+    assert waits, "the second and third getattr waited for a token"
+    assert all(event[1][ATTR_THROTTLE_LIMIT] == "metadata_iops" for event in waits)
+    stack.layers.replace_sections({"throttle": {"mode": "fail", "metadata_iops": {"rate": 0.001, "burst": 1}}})
+    stack.run(lambda: stack.fs.getattr(ROOT, CALLER))
+    assert stack.errno_of(lambda: stack.fs.getattr(ROOT, CALLER)) == errno.EAGAIN
+    assert stack.layers.throttle is not None
+    assert stack.layers.throttle.rejected == 1
+
+
+def test_faults_change_copies_never_the_request_or_the_backends_reply(make_stack: StackFactory) -> None:
+    seen = SeenRequests()
+    stack = make_stack(extra=[seen])
+    fh, inode = stack.create(b"victim")
+    stack.run(lambda: stack.fs.write(fh, 0, b"0123456789"))
+    stack.layers.replace_sections({"faults": _rule({"short": 0.5}, operations=["read", "write"])})
+    assert stack.run(lambda: stack.fs.read(fh, 0, 10)) == b"01234"
+    assert stack.run(lambda: stack.fs.write(fh, 0, b"abcdefgh")) == 4
+    request, reply = seen.seen[-1]
+    assert (request.data, reply.transferred) == (b"abcd", 4)
+    assert stack.metrics.faults[("short", OpName.WRITE)] == 1
+
+    stack.layers.replace_sections(
+        {"faults": _rule({"corrupt": {"mode": "zero", "max_bytes": 10}}, operations=["read"])}
+    )
+    assert stack.run(lambda: stack.fs.read(fh, 0, 10)) == bytes(10)
+    assert seen.seen[-1][1].value == b"abcd456789"  # the backend's reply is untouched; the caller got a copy
+
+    stack.layers.replace_sections({"faults": _rule({"attributes": {"size": 12345}}, operations=["getattr"])})
+    assert stack.run(lambda: stack.fs.getattr(inode, CALLER)).st_size == 12345
+    assert seen.seen[-1][1].value.st_size == 10
+    events = [event for span in stack.sink.spans() for event in span.events if event[0] == EVENT_FAULT]
+    assert [event[1][ATTR_FAULT] for event in events] == ["short", "short", "corrupt", "attributes"]
+
+
+def test_an_injected_errno_reaches_tracing_and_metrics_through_the_notes(make_stack: StackFactory) -> None:
+    stack = make_stack({"faults": _rule({"errno": "ENOSPC"}, operations=["mkdir"])})
+    assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"full", 0o755, CALLER)) == errno.ENOSPC
+    span = next(span for span in stack.sink.spans() if span.name == "fuse.mkdir")
+    assert span.attributes[ATTR_FAULT] == "errno"
+    assert stack.metrics.faults == {("errno", OpName.MKDIR): 1}
+
+
+def test_the_crash_journal_drops_what_was_not_synced(make_stack: StackFactory) -> None:
+    stack = make_stack({"crash": {"enabled": True}})
+    fh, _ = stack.create(b"durable")
+    stack.run(lambda: stack.fs.write(fh, 0, b"synced"))
+    stack.run(lambda: stack.fs.fsync(fh, False))
+    stack.run(lambda: stack.fs.write(fh, 6, b" and lost"))
+    assert stack.run(stack.layers.crash) == {"files": 1, "changes": 1, "bytes": 0}
+    with open(stack.backend_path(b"durable"), "rb") as file:
+        assert file.read() == b"synced"
+    stack.layers.replace_sections({"crash": {"enabled": False}})
+    assert stack.layers.journal is None
+
+
+def test_a_defect_in_a_layer_is_eio_for_that_request_only(make_stack: StackFactory) -> None:
+    stack = make_stack(extra=[ExplodingLayer()])
+    assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"boom", 0o755, CALLER)) == errno.EIO
+    assert stack.fs.internal_errors == 1
+    assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"fine", 0o755, CALLER)) == 0
+    assert os.path.isdir(stack.backend_path(b"fine"))
+
+
+def test_a_switched_off_layer_is_out_of_the_chain_and_keeps_its_state(make_stack: StackFactory) -> None:
+    stack = make_stack({"faults": _rule({"errno": "EIO"}, operations=["getattr"])})
+    assert stack.errno_of(lambda: stack.fs.getattr(ROOT, CALLER)) == errno.EIO
+    faults = stack.layers.faults
+    stack.layers.switch("faults", False)
+    assert stack.errno_of(lambda: stack.fs.getattr(ROOT, CALLER)) == 0
+    stack.layers.switch("faults", True)
+    assert stack.layers.faults is faults
+    assert stack.errno_of(lambda: stack.fs.getattr(ROOT, CALLER)) == errno.EIO
