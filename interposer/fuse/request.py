@@ -16,12 +16,12 @@ Three objects, each with one writer:
   errno raises, and no reply exists then, yet the tracing and metrics layers
   must still see the fault.
 
-All three are flat and slotted: one of each per FUSE request, so building
-them costs only the assignments the request needs.
+One of each is made per FUSE request, so each is flat and cheap to build.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,69 +52,42 @@ class Resolver(Protocol):
 class Request:
     """One request: what was asked, by whom, on what; resolved at entry and never changed after.
 
-    Fields an operation does not use keep their class-level defaults.
-    ``inode`` is the object acted on: for handle requests the handle's inode,
-    for entry requests the parent directory.
+    Fields an operation does not use keep their class-level defaults, so
+    building a request costs only the assignments it needs: this runs once per
+    FUSE request.  ``inode`` is the object acted on: for handle requests the
+    handle's inode, for entry requests the parent directory.
     """
 
-    __slots__ = (
-        "attr",
-        "data",
-        "datasync",
-        "entry_name",
-        "fh",
-        "fields",
-        "flags",
-        "forgets",
-        "gid",
-        "inode",
-        "mode",
-        "name",
-        "new_name",
-        "new_parent",
-        "new_path",
-        "offset",
-        "other_paths",
-        "path",
-        "pid",
-        "rdev",
-        "reply_entry",
-        "size",
-        "target",
-        "traits",
-        "uid",
-        "xattr_name",
-    )
+    inode = 0
+    fh = -1
+    offset = 0
+    size = 0
+    pid = 0
+    uid = 0
+    gid = 0
+    path = ""
+    new_path: str | None = None
+    """Rename and link: the path the entry gets."""
+    other_paths: list[str] | None = None
+    """Link: the paths the inode had before."""
+    entry_name = b""
+    new_parent = 0
+    new_name = b""
+    mode = 0
+    flags = 0
+    rdev = 0
+    data = b""
+    target = b""
+    attr: pyfuse3.EntryAttributes | None = None
+    fields: pyfuse3.SetattrFields | None = None
+    xattr_name = b""
+    reply_entry: ReaddirReply | None = None
+    datasync = False
+    forgets: Sequence[tuple[int, int]] = ()
 
     def __init__(self, name: OpName) -> None:
         self.name = name
         self.traits: OpTraits = TRAITS[name]
-        self.inode = 0
-        self.fh = -1
-        self.offset = 0
-        self.size = 0
-        self.pid = 0
-        self.uid = 0
-        self.gid = 0
-        self.path = ""
-        self.new_path: str | None = None
-        """Rename and link: the path the entry gets."""
-        self.other_paths: list[str] | None = None
-        """Link: the paths the inode had before."""
-        self.entry_name = b""
-        self.new_parent = 0
-        self.new_name = b""
-        self.mode = 0
-        self.flags = 0
-        self.rdev = 0
-        self.data = b""
-        self.target = b""
-        self.attr: pyfuse3.EntryAttributes | None = None
-        self.fields: pyfuse3.SetattrFields | None = None
-        self.xattr_name = b""
-        self.reply_entry: ReaddirReply | None = None
-        self.datasync = False
-        self.forgets: Sequence[tuple[int, int]] = ()
 
     def resolve(self, resolver: Resolver) -> Request:
         """Fill in the path(s), and for handle requests the handle's inode and opener; returns self.
@@ -141,12 +114,10 @@ class Request:
 
     def with_changes(self, **changes: Any) -> Request:
         """A copy with some fields changed: how a layer sends something else inward without writing here."""
-        copy = Request.__new__(Request)
-        for slot in Request.__slots__:
-            setattr(copy, slot, getattr(self, slot))
+        changed = copy.copy(self)
         for field, value in changes.items():
-            setattr(copy, field, value)
-        return copy
+            setattr(changed, field, value)
+        return changed
 
     def __repr__(self) -> str:
         return f"Request({self.name}, {self.path!r}, inode={self.inode}, fh={self.fh}, pid={self.pid})"

@@ -96,10 +96,13 @@ def test_a_setattr_that_sets_nothing_still_updates_ctime(make_stack: StackFactor
 def test_fake_pattern_reads_and_directory_link_counts_cost_no_per_item_loop(make_stack: StackFactory) -> None:
     """Bug 6: a fake pattern read built its bytes one by one, and getattr of a directory counted its children.
 
-    Both ran on the one request thread.  The bounds are a hundred times what the
-    bulk code takes and a tenth of what the per-item loops took.
+    Both ran on the one request thread.  Measured on this 2-core machine under
+    a load average of 8: the pattern read took 5.1 s before, 0.3 s after; the
+    getattrs 10.8 s before, 0.55 s after (with tracing and metrics, which this
+    test leaves out).  The bounds sit between, far from both.
     """
-    stack = make_stack({"backend": {"kind": "fake", "fake": {"data": "discard", "read": "pattern"}}})
+    fake = {"backend": {"kind": "fake", "fake": {"data": "discard", "read": "pattern"}}}
+    stack = make_stack(fake, observe=False)
     fh, _ = stack.create(b"big")
     size = 16 << 20
     stack.run(lambda: stack.fs.write(fh, size - 1, b"\0"))
@@ -108,7 +111,7 @@ def test_fake_pattern_reads_and_directory_link_counts_cost_no_per_item_loop(make
     elapsed = time.perf_counter() - started
     assert data[:4] == bytes([1000 % 256, 1001 % 256, 1002 % 256, 1003 % 256])
     assert data == (bytes(range(256)) * (size // 256 + 2))[1000 % 256 : 1000 % 256 + size - 1000]
-    assert elapsed < 0.25, f"a 16 MiB pattern read took {elapsed:.3f} s"
+    assert elapsed < 2.0, f"a 16 MiB pattern read took {elapsed:.3f} s"
 
     directory = stack.run(lambda: stack.fs.mkdir(ROOT, b"many", 0o755, CALLER)).st_ino
 
@@ -129,4 +132,4 @@ def test_fake_pattern_reads_and_directory_link_counts_cost_no_per_item_loop(make
     started = time.perf_counter()
     assert stack.run(stat_many) == 2 + 3
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"1000 getattrs of a directory of 30,003 entries took {elapsed:.3f} s"
+    assert elapsed < 3.0, f"1000 getattrs of a directory of 30,003 entries took {elapsed:.3f} s"
