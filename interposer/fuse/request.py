@@ -69,7 +69,7 @@ class Request:
     new_path: str | None = None
     """Rename and link: the path the entry gets."""
     other_paths: list[str] | None = None
-    """Link: the paths the inode had before."""
+    """Link: every path the inode will have, the new one last."""
     entry_name = b""
     new_parent = 0
     new_name = b""
@@ -109,7 +109,7 @@ class Request:
         if self.new_parent:
             self.new_path = child_path(resolver.path_of_inode(self.new_parent), self.new_name)
             if addressing is Addressing.INODE:
-                self.other_paths = resolver.paths_of_inode(self.inode)
+                self.other_paths = [*resolver.paths_of_inode(self.inode), self.new_path]
         return self
 
     def with_changes(self, **changes: Any) -> Request:
