@@ -25,7 +25,7 @@ import trio
 from ...backends.passthrough import PassthroughBackend
 from ...fuse.pipeline import NextCall
 from ...fuse.request import Notes, Reply, Request
-from ...names import OpName
+from ...names import DIRECTION_WRITE, OpName
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class CrashJournal:
 
     async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
         name = op.name
-        if name is OpName.WRITE:
+        if op.traits.direction is DIRECTION_WRITE:
             record = self._before(op.inode, op.offset, len(op.data))
         elif name is OpName.SETATTR and op.fields is not None and op.fields.update_size:
             record = self._before(op.inode, 0, None)  # the whole old content: cut or extended
