@@ -61,7 +61,7 @@ class InterposerFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno_of(exc)) from None
         except Exception:
             self.internal_errors += 1
-            log.exception("internal error in %s on %r; answered EIO", request.name, request)
+            log.exception("internal error in %s on %s; answered EIO", request.name, request.path or request)
             raise pyfuse3.FUSEError(errno.EIO) from None
         return reply.value
 
