@@ -136,7 +136,9 @@ class SpanFile:
             f'{{"resourceSpans":[{{"resource":{{"attributes":[{self._attributes(resource)}]}},'
             f'"scopeSpans":[{{"scope":{_dumps({"name": scope[0], "version": scope[1]})},"spans":['
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # The default file sits beside the control socket, whose directory must be private (0700): the
+        # export process starts first, so whichever creates the directory creates it private.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with path.open("a"):  # a file that cannot be written is a configuration error, found before mounting
             pass
 
