@@ -221,9 +221,11 @@ class PassthroughBackend:
                 attr.st_atime_ns if fields.update_atime else None,
                 attr.st_mtime_ns if fields.update_mtime else None,
             )
-        if not _changes_anything(fields) or fields.update_ctime:
-            # chown(path, -1, -1) and the like change nothing but ctime, and on Linux they do change it.
-            syscalls.set_owner(fd, -1, -1)
+        if not _changes_anything(fields):
+            # chown(path, -1, -1) and the like change nothing but ctime, and on Linux they do change it.  Setting
+            # mtime to what it is changes ctime alone; a chown here would also clear setuid bits (the kernel has
+            # already sent that as a mode change where it applies).
+            syscalls.set_times(fd, None, os.fstat(fd).st_mtime_ns)
         return Reply(self._attributes(entry.ino, os.fstat(fd)))
 
     async def readlink(self, op: Request) -> Reply:

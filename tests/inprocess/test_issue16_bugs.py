@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
+from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pyfuse3
@@ -91,6 +94,27 @@ def test_a_setattr_that_sets_nothing_still_updates_ctime(make_stack: StackFactor
         return bool(attrs.st_ctime_ns > before)
 
     wait_for(ctime_moved, timeout=2.0, what="ctime to move past its value before the no-op setattr")
+
+
+def test_touching_ctime_keeps_setuid_bits(make_stack: StackFactory, backend_kind: str) -> None:
+    """The fix of bug 5 must not clear setuid bits, as a chown would: the writeback cache's time updates
+    (update_mtime with update_ctime) and a bare update_ctime leave the mode alone, as natively."""
+    stack = make_stack({"backend": {"kind": backend_kind}})
+    _, inode = stack.create(b"setuid")
+    attrs = pyfuse3.EntryAttributes()
+    attrs.st_mode = 0o4755
+    stack.run(lambda: stack.fs.setattr(inode, attrs, _fields("update_mode"), None, CALLER))
+    attrs.st_mtime_ns = 1_000_000_000
+    for names in (("update_mtime", "update_ctime"), ("update_ctime",), ()):
+        fields = _fields(*names)
+        mode = stack.run(partial(stack.fs.setattr, inode, attrs, fields, None, CALLER)).st_mode
+        assert stat.S_IMODE(mode) == 0o4755, names
+
+
+def _fields(*names: str) -> Any:
+    """Stands in for pyfuse3.SetattrFields, whose flags only pyfuse3 can set."""
+    flags = ("update_atime", "update_mtime", "update_ctime", "update_mode", "update_uid", "update_gid", "update_size")
+    return SimpleNamespace(**{flag: flag in names for flag in flags})
 
 
 def test_fake_pattern_reads_and_directory_link_counts_cost_no_per_item_loop(make_stack: StackFactory) -> None:
