@@ -15,7 +15,7 @@ import yaml
 
 from interposer.cli import csi as csi_command
 from interposer.csi.attributes import parse
-from interposer.names import CSI_DRIVER_NAME
+from interposer.names import CSI_DRIVER_NAME, RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD, RESOURCE_LABELS
 from tools.upstream_facts import leaf_keys
 
 from .conftest import require, require_command
@@ -225,6 +225,10 @@ def test_collector_pipelines_are_wired() -> None:
     assert prometheus["translation_strategy"] == "UnderscoreEscapingWithSuffixes"
     association = config["processors"]["k8s_attributes"]["pod_association"][0]["sources"][0]
     assert association == {"from": "resource_attribute", "name": "k8s.pod.uid"}
+    # The resource attributes the dashboards and alerts filter by (as labels, converted above) are the ones
+    # the processor fills in when an interposer's resource lacks them.
+    extracted = set(config["processors"]["k8s_attributes"]["extract"]["metadata"])
+    assert {RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD} <= extracted & set(RESOURCE_LABELS)
 
 
 ENVIRONMENTS = ("default", "production")
@@ -251,6 +255,9 @@ def test_helmfile_builds_lints_and_renders_each_environment(helmfile: str, envir
     # helm-diff cannot validate custom resources before kube-prometheus-stack has installed their CRDs.
     for name in ("kube-prometheus-stack", "opentelemetry-collector", "interposer"):
         assert releases[name]["disableValidationOnInstall"] is True, name
+    # Grafana's chart looks up the admin password it generated: only a diff that reads the cluster sees it unchanged.
+    (defaults,) = [document["helmDefaults"] for document in state if "helmDefaults" in document]
+    assert "--dry-run=server" in defaults["diffArgs"]
     facts = yaml.safe_load((HELMFILE / "reference" / "upstream-facts.yaml").read_text())["charts"]
     for name, upstream in facts.items():
         assert releases[name]["chart"] == upstream["chart"], f"{name}: chart differs from the facts"

@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from interposer.names import prometheus_label
 from tools.upstream_facts import values_digest
 
 from .conftest import require_command
@@ -203,6 +204,12 @@ def test_jaeger_v2_is_configured_explicitly(environment: Environment, facts: dic
     assert query["http"]["endpoint"] == f"0.0.0.0:{environment.facts['services']['jaeger']['ports']['http-query']}"
     storage = config["extensions"]["jaeger_storage"]
     assert query["storage"]["metrics"] in storage["metric_backends"], "the Monitor tab has no metrics backend"
+    # The Monitor tab reads the span metrics by the names the collector's span_metrics connector gives them.
+    backend_settings = storage["metric_backends"][query["storage"]["metrics"]]["prometheus"]
+    connector = environment.values["opentelemetry-collector"]["config"]["connectors"]["span_metrics"]
+    assert backend_settings["metric_namespace"] == prometheus_label(connector["namespace"])
+    assert backend_settings["latency_unit"] == connector["histogram"]["unit"]
+    assert backend_settings["normalize_calls"] is backend_settings["normalize_duration"] is True
     assert jaeger["uiconfig"]["monitor"]["menuEnabled"] is True
     (backend,) = storage["backends"][query["storage"]["traces"]].items()
     if environment.name == "production":
