@@ -231,11 +231,7 @@ def test_jaeger_v2_is_configured_explicitly(environment: Environment, facts: dic
 
 def test_collector_uses_no_deprecated_component_name(facts: dict[str, Any]) -> None:
     config = yaml.safe_load((ROOT / "otel-collector" / "values.yaml").read_text())["config"]
-    renames = facts["collector_component_renames"]
-    used = {
-        name.split("/")[0]
-        for section in ("receivers", "processors", "connectors", "exporters")
-        for name in config.get(section) or {}
-    }
-    assert not used & set(renames), f"deprecated names: {sorted(used & set(renames))}"
+    for section, renames in facts["collector_component_renames"].items():
+        used = {name.split("/")[0] for name in config.get(section) or {}}
+        assert not used & set(renames), f"{section}: deprecated names {sorted(used & set(renames))}"
     assert "add_metric_suffixes" not in config["exporters"]["prometheus"]

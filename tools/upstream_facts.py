@@ -255,16 +255,23 @@ def grafana_sidecar(containers: list[dict[str, Any]]) -> dict[str, str]:
     return {"label": env["LABEL"], "label_value": env["LABEL_VALUE"], "namespace": env.get("NAMESPACE") or ""}
 
 
-def collector_renames(chart_dir: Path) -> dict[str, str]:
-    """Deprecated collector component names and their current names, as the collector chart rewrites them."""
+def collector_renames(chart_dir: Path, metadata: Path | None) -> dict[str, dict[str, str]]:
+    """Config section -> {deprecated component name: current name}: what the collector chart rewrites, and, given
+    the components' source trees at the collector image's version, what their metadata.yaml files say
+    (`type`, `deprecated_type`)."""
     helpers = (chart_dir / "templates" / "_helpers.tpl").read_text()
     body = re.search(r'define "opentelemetry-collector.deprecatedComponentRenames" -}}(.*?){{- end -}}', helpers, re.S)
     if body is None:
         raise SystemExit("the collector chart no longer defines deprecatedComponentRenames")
-    renames: dict[str, str] = {}
-    for names in yaml.safe_load(body.group(1))["components"].values():
-        renames.update(names)
-    return renames
+    renames: dict[str, dict[str, str]] = {
+        section: dict(names) for section, names in yaml.safe_load(body.group(1))["components"].items()
+    }
+    for path in sorted(metadata.rglob("metadata.yaml")) if metadata else []:
+        component = yaml.safe_load(path.read_text())
+        if isinstance(component, dict) and "deprecated_type" in component:
+            section = f"{component['status']['class']}s"
+            renames.setdefault(section, {})[component["deprecated_type"]] = component["type"]
+    return {section: dict(sorted(names.items())) for section, names in sorted(renames.items())}
 
 
 def pull(releases: dict[str, dict[str, Any]], directory: Path) -> None:
@@ -276,7 +283,7 @@ def pull(releases: dict[str, dict[str, Any]], directory: Path) -> None:
         run("helm", "pull", release["chart"], "--version", str(release["version"]), "--untar", "-d", str(directory))
 
 
-def collect(charts: Path) -> dict[str, Any]:
+def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
     releases = pinned_releases()
     facts: dict[str, Any] = {"charts": {}, "environments": {}}
     values_by_environment = {environment: release_values(environment) for environment in ENVIRONMENTS}
@@ -303,7 +310,7 @@ def collect(charts: Path) -> dict[str, Any]:
             "values_keys": dict(sorted(keys.items())),
         }
         if chart_name == "opentelemetry-collector":
-            facts["collector_component_renames"] = collector_renames(chart_dir)
+            facts["collector_component_renames"] = collector_renames(chart_dir, collector_metadata)
     schemas: dict[str, dict[str, Any]] = {}
     for environment in ENVIRONMENTS:
         output = helmfile(environment, "template", "--skip-deps", "--include-crds", charts=charts)
@@ -334,6 +341,11 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--charts", type=Path, help="directory with <chart name>/ of every pinned chart")
     source.add_argument("--pull", action="store_true", help="helm pull the pinned charts first")
+    parser.add_argument(
+        "--collector-metadata",
+        type=Path,
+        help="source trees (core, contrib) of the collector components at the collector image's version",
+    )
     parser.add_argument("--output", type=Path, default=FACTS)
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as pulled:
@@ -341,7 +353,7 @@ def main() -> None:
         if arguments.pull:
             charts = Path(pulled)
             pull(pinned_releases(), charts)
-        facts = collect(charts.resolve())
+        facts = collect(charts.resolve(), arguments.collector_metadata)
     arguments.output.write_text(HEADER + yaml.safe_dump(facts, sort_keys=False, width=120))
     print(f"wrote {arguments.output}")
 
