@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from interposer.names import prometheus_label
-from tools.upstream_facts import values_digest
+from tools.upstream_facts import key_upstream, strict_schema, values_digest
 
 from .conftest import require_command
 from .test_kubernetes import ENVIRONMENTS, HELMFILE, ROOT, by_kind, documents, helmfile_run
@@ -235,3 +235,33 @@ def test_collector_uses_no_deprecated_component_name(facts: dict[str, Any]) -> N
         used = {name.split("/")[0] for name in config.get(section) or {}}
         assert not used & set(renames), f"{section}: deprecated names {sorted(used & set(renames))}"
     assert "add_metric_suffixes" not in config["exporters"]["prometheus"]
+
+
+def test_facts_script_finds_keys_as_a_chart_knows_them() -> None:
+    """The rules tools/upstream_facts.py judges a values key by, on a chart made up for the purpose."""
+    defaults = {"image": {"tag": ""}, "resources": {}, "config": None, "sidecar": {"enabled": False}}
+    templates = "{{- with .Values.sidecar.resources }}{{ toYaml . }}{{- end }} {{ .Values.sidecar.enabledX }}"
+    assert key_upstream("chart", "image.tag", defaults, templates) == "values.yaml"
+    assert key_upstream("chart", "resources.limits.cpu", defaults, templates) == "free-form under resources"
+    assert key_upstream("chart", "config.a.b", defaults, templates) == "free-form under config"
+    assert key_upstream("chart", "sidecar.resources.limits.cpu", defaults, templates) == (
+        "read whole by the templates as .Values.sidecar.resources"
+    )
+    for missing in ("image.repository", "sidecar.enable", "nothing", "image.tag.extra"):
+        assert key_upstream("chart", missing, defaults, templates) is None, missing
+
+
+def test_facts_script_makes_crd_schemas_strict() -> None:
+    schema = strict_schema({
+        "type": "object",
+        "description": "dropped",
+        "properties": {
+            "spec": {"type": "object", "properties": {"mode": {"type": "string", "pattern": "^(?i)(abort|warn)?$"}}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {}},
+        },
+    })  # fmt: skip
+    validator = jsonschema.Draft4Validator(schema)
+    assert "description" not in schema
+    assert validator.is_valid({"spec": {"mode": "WARN"}, "free": {"anything": 1}})
+    assert not validator.is_valid({"spec": {"mode": "WARN", "typo": 1}})
+    assert not validator.is_valid({"spec": {"mode": "never"}})

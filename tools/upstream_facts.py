@@ -2,7 +2,7 @@
 
 The upstream charts (kube-prometheus-stack, Jaeger, the OpenTelemetry collector, Grafana) cannot live in
 this repository, and CI cannot download them.  This script reads them at the versions helmfile.d pins,
-renders the whole stack with this project's values in both environments, validates every rendered
+lints and renders the whole stack with this project's values in both environments, validates every rendered
 object, and writes helmfile.d/reference/upstream-facts.yaml: chart versions, images, Services (name,
 labels, ports), ServiceMonitors and PodMonitors, Prometheus' selectors, Grafana's dashboard
 sidecar, which of this project's values keys exist upstream, a digest of this project's values per
@@ -313,6 +313,7 @@ def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
             facts["collector_component_renames"] = collector_renames(chart_dir, collector_metadata)
     schemas: dict[str, dict[str, Any]] = {}
     for environment in ENVIRONMENTS:
+        helmfile(environment, "lint", "--skip-deps", charts=charts)
         output = helmfile(environment, "template", "--skip-deps", "--include-crds", charts=charts)
         manifests = documents(output)
         schemas = crd_schemas(manifests)
