@@ -71,7 +71,9 @@ class CsiPlugin:
             command = ["sh", "-c", f'echo $$ > {self.cgroup}/cgroup.procs && exec "$@"', "sh", *command]
         log = (self.root / "plugin.log").open("ab")
         env = None if self.env is None else {**os.environ, **self.env}
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        self.process = subprocess.Popen(  # not in the repository: ``python -m`` would import it from there
+            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=self.root
+        )
         log.close()
         wait_for(self._ready, timeout=20, what="the CSI plugin's socket to answer Probe")
         return self

@@ -43,7 +43,7 @@ from .csi_pb2 import (
 )
 from .errors import CsiError, already_exists, invalid, not_found, required
 from .metrics import servers_lost
-from .paths import confine
+from .paths import confine, confine_mountpoint
 from .state import Publication, RecordStore, key_of
 from .supervisor import Condition, Supervisor
 from .validation import check_capability
@@ -139,7 +139,7 @@ class NodeService:
     def NodeGetVolumeStats(self, request: NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse:
         volume_id = required(request.volume_id, "volume_id")
         path = required(request.volume_path, "volume_path")
-        publication = self.publications.get(os.path.realpath(path))
+        publication = self.publications.get(str(confine_mountpoint(path, self.roots.kubelet, "volume_path")))
         if publication is None or publication.volume_id != volume_id:
             raise not_found(f"volume {volume_id} is not published at volume_path {path}")
         condition = self._condition(publication)
@@ -184,7 +184,7 @@ class NodeService:
         return condition
 
     def _target(self, text: str, field: str) -> Path:
-        return confine(required(text, field), self.roots.kubelet, field, relative=False)
+        return confine_mountpoint(required(text, field), self.roots.kubelet, field)
 
     def _new_publication(
         self, volume_id: str, target: Path, attributes: VolumeAttributes, context: dict[str, str], readonly: bool
