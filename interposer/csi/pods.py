@@ -52,6 +52,7 @@ class PodSettings(BaseModel):
     namespace: str
     image: str
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[dict[str, str]] = []
     service_account: str
     labels: dict[str, str] = {}
     mounts: list[HostMount]
@@ -126,6 +127,8 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
     }
     if settings.priority_class:
         pod_spec["priorityClassName"] = settings.priority_class
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = settings.image_pull_secrets
     return {
         "apiVersion": "v1",
         "kind": "Pod",
