@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE
 from .launcher import ServerSpec, server_arguments
-from .state import Publication
+from .state import Publication, key_of
 
 log = logging.getLogger(__name__)
 
@@ -187,19 +187,18 @@ class PodLauncher:
     def stop(self, publication: Publication, timeout: float) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        if publication.pod is None:
-            return
+        name = pod_name(key_of(publication.target_path))  # also a pod launched before the plugin could record it
         try:
-            self.api.delete_namespaced_pod(publication.pod, self.settings.namespace)
+            self.api.delete_namespaced_pod(name, self.settings.namespace)
         except ApiException as exc:
             if exc.status != 404:
-                raise RuntimeError(f"cannot delete pod {publication.pod}: {exc.status} {exc.reason}") from None
+                raise RuntimeError(f"cannot delete pod {name}: {exc.status} {exc.reason}") from None
         deadline = time.monotonic() + max(timeout, self.settings.delete_timeout)
         while time.monotonic() < deadline:
             try:
-                self.api.read_namespaced_pod(publication.pod, self.settings.namespace)
+                self.api.read_namespaced_pod(name, self.settings.namespace)
             except ApiException as exc:
                 if exc.status == 404:
                     return
             time.sleep(self.poll_interval)
-        raise TimeoutError(f"pod {publication.pod} still exists {timeout}s after its deletion")
+        raise TimeoutError(f"pod {name} still exists {timeout}s after its deletion")
