@@ -75,7 +75,10 @@ def cgroups() -> Iterator[tuple[Path, Path]]:
     require(root is not None, "a cgroup v2 hierarchy (mount -t cgroup2)")
     assert root is not None
     parent = root / f"interposer-test-{uuid.uuid4().hex[:8]}"
-    parent.mkdir()
+    try:
+        parent.mkdir()
+    except OSError as exc:
+        require(False, f"a writable cgroup v2 hierarchy at {root} ({exc.strerror})")
     try:
         require((parent / "cgroup.kill").exists(), "cgroup.kill (Linux 5.14 or later)")
         plugin, servers = parent / "plugin", parent / "servers"
@@ -196,7 +199,7 @@ def test_volumes_keep_serving_while_the_plugin_cgroup_is_killed_and_restarted(
 
 @pytest.fixture(scope="module")
 def other_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """The repository, copied and installed (not editable) in a venv of its own under another version.
+    """The repository's files, copied and installed (not editable) in a venv of its own under another version.
 
     The dependencies come from this environment (a .pth line), so nothing is
     downloaded.  If the installed package lacks the generated CSI protobuf
@@ -206,8 +209,11 @@ def other_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("other-install")
     source = root / "source"
     source.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "HEAD"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    listed = subprocess.run(["git", "-C", str(REPOSITORY), "ls-files", "-z"], capture_output=True, check=True)
+    for name in listed.stdout.decode().split("\0"):  # the working tree's files, not generated ones
+        if name and (REPOSITORY / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPOSITORY / name, source / name)
     version = "0.1.0+upgrade." + uuid.uuid4().hex[:6]
     init = source / "interposer" / "__init__.py"
     init.write_text(init.read_text().replace('__version__ = "0.1.0"', f'__version__ = "{version}"'))
