@@ -79,6 +79,12 @@ def test_server_pods_are_valid_unprivileged_and_hold_what_the_server_needs(helm:
     mounted = [Path(mount["mountPath"]) for mount in container["volumeMounts"]]
     for path in (parsed.params["backing"], parsed.params["handover_path"], parsed.params["config_file"]):
         assert any(path.is_relative_to(root) for root in mounted), f"{path} is not in the pod"
+    host_paths = {volume["name"]: volume["hostPath"]["path"] for volume in pod["volumes"]}
+    assert host_paths == {  # the volume's own directories, never the driver's records nor other volumes
+        "backing": "/srv/interposer/data/web",
+        "files": f"{STATE}/interposers",
+        "sockets": f"{STATE}/servers",
+    }
     environment = {item["name"]: item["value"] for item in container["env"]}
     assert environment["K8S_POD_NAME"] == "web-0"
     assert environment["OTEL_EXPORTER_PROMETHEUS_PORT"] == str(settings.metrics_port)

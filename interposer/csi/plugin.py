@@ -18,6 +18,8 @@ def supervisor_for(
 ) -> Supervisor:
     """The supervisor of the volumes' servers; raises ValueError on a bad --server-pods file."""
     launcher: Launcher
+    if server_pods is not None and server_cgroup is not None:
+        raise ValueError("--server-cgroup and --server-pods: allowed: one of them (local processes or pods)")
     if server_pods is not None:
         from .pods import PodLauncher, PodSettings
 

@@ -37,7 +37,7 @@ CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", 
 
 
 class HostMount(BaseModel):
-    """A host directory the plugin mounts, mounted at the same path in every server pod."""
+    """A host directory the plugin sees at ``mount_path``: the server pods see what they need of it there too."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
@@ -56,7 +56,7 @@ class PodSettings(BaseModel):
     service_account: str
     labels: dict[str, str] = {}
     mounts: list[HostMount]
-    """The state directory (handover and control sockets, configs) and every root backing directories lie in."""
+    """The plugin's host directories: the state directory and every root backing directories lie in."""
     metrics_port: int = Field(9464, ge=1, le=65535)
     resources: dict[str, Any] = {}
     priority_class: str | None = None
@@ -84,9 +84,24 @@ def pod_body(manifest: dict[str, Any]) -> V1Pod:
     return body
 
 
+def host_path(path: Path, mounts: list[HostMount]) -> str:
+    """Where the host keeps what the plugin sees at ``path``."""
+    for mount in mounts:
+        if path.is_relative_to(mount.mount_path):
+            return str(Path(mount.host_path) / path.relative_to(mount.mount_path))
+    roots = ", ".join(mount.mount_path for mount in mounts)
+    raise RuntimeError(f"{path} is in none of the plugin's host directories in --server-pods ({roots})")
+
+
 def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, Any]:
-    """The pod of one volume's server, as a Kubernetes manifest."""
+    """The pod of one volume's server, as a Kubernetes manifest.
+
+    It mounts three host directories and nothing else: the volume's backing
+    directory, the directory of its config and span files, and the one of its
+    handover and control sockets; never the driver's records or other volumes.
+    """
     labels = {**settings.labels, COMPONENT_LABEL: COMPONENT}
+    directories = {"backing": spec.backing, "files": spec.config.parent, "sockets": spec.handover.parent}
     environment = {
         **settings.environment,
         **spec.environment,
@@ -108,7 +123,7 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
             "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": mount.name, "mountPath": mount.mount_path} for mount in settings.mounts],
+        "volumeMounts": [{"name": name, "mountPath": str(path)} for name, path in directories.items()],
     }
     if settings.resources:
         container["resources"] = settings.resources
@@ -121,8 +136,8 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
         "tolerations": [{"operator": "Exists"}],
         "containers": [container],
         "volumes": [
-            {"name": mount.name, "hostPath": {"path": mount.host_path, "type": "Directory"}}
-            for mount in settings.mounts
+            {"name": name, "hostPath": {"path": host_path(path, settings.mounts), "type": "Directory"}}
+            for name, path in directories.items()
         ],
     }
     if settings.priority_class:

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class Supervisor:
             raise type(exc)(f"{exc}: {self.log_tail(publication.target_path)}") from None
         return launched
 
-    def _wait(self, publication: Publication, deadline: float, ready: Any, what: str) -> None:
+    def _wait(self, publication: Publication, deadline: float, ready: Callable[[], bool], what: str) -> None:
         while not ready():
             gone = self.launcher.gone(publication)
             if gone is not None:
