@@ -81,9 +81,10 @@ class NodeService:
         """Take over the servers a previous plugin started: they run on, and those found gone are noted."""
         for publication in self.publications:
             condition = self._condition(publication)
-            if condition.abnormal:
-                continue
-            log.info("adopted volume %s at %s: %s", publication.volume_id, publication.target_path, condition.message)
+            if not condition.abnormal:
+                log.info(
+                    "adopted volume %s at %s: %s", publication.volume_id, publication.target_path, condition.message
+                )
 
     def NodeGetInfo(self, _request: NodeGetInfoRequest) -> NodeGetInfoResponse:
         return NodeGetInfoResponse(node_id=self.node_id, max_volumes_per_node=self.max_volumes)
