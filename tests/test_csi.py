@@ -27,6 +27,7 @@ MODE = csi_pb2.VolumeCapability.AccessMode
 MOUNT = csi_pb2.VolumeCapability(
     mount=csi_pb2.VolumeCapability.MountVolume(), access_mode=MODE(mode=MODE.SINGLE_NODE_WRITER)
 )
+CAP_SYS_ADMIN = 21  # linux/capability.h
 POD = {POD_NAME: "web-0", POD_NAMESPACE: "shop", POD_UID: "7c1e", EPHEMERAL: "true"}
 
 
@@ -95,6 +96,10 @@ def test_inline_volume_on_a_host_directory_round_trip(plugin: CsiPlugin) -> None
     assert attributes["k8s.namespace.name"] == "shop"
     assert attributes["k8s.pod.uid"] == "7c1e"
     assert attributes["fuse.volume.id"] == "csi-abc"
+
+    status = dict(line.split(":\t") for line in Path(f"/proc/{publication.pid}/status").read_text().splitlines())
+    assert not int(status["CapEff"], 16) & 1 << CAP_SYS_ADMIN, "a server handed a mounted descriptor needs no SYS_ADMIN"
+    assert not int(status["CapBnd"], 16) & 1 << CAP_SYS_ADMIN, "and cannot get it back"
 
     usage = stats(plugin, "csi-abc", target)
     assert not usage.volume_condition.abnormal

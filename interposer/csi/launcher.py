@@ -23,6 +23,9 @@ from .state import Publication
 
 SERVER_COMMAND = "volume-server"
 """The ``interposer`` subcommand that runs one volume's server (the image's entrypoint is ``interposer``)."""
+WITHOUT_SYS_ADMIN = ("setpriv", "--bounding-set=-sys_admin")
+"""util-linux's setpriv: the server gets every capability but CAP_SYS_ADMIN, which it never needs (it is
+handed a mounted descriptor), and nothing it runs can get it back."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def start_time_of(pid: int) -> int | None:
 
 
 class LocalLauncher:
-    """Servers as detached processes (their own session), each in ``<cgroup_root>/<key>`` when a root is given.
+    """Servers as detached processes (their own session, no CAP_SYS_ADMIN), each in ``<cgroup_root>/<key>``.
 
     A container is a cgroup: with ``cgroup_root`` outside the plugin's cgroup,
     killing the plugin's whole cgroup leaves the servers running.  The server
@@ -96,7 +99,7 @@ class LocalLauncher:
         cgroup = None if self.cgroup_root is None else self.cgroup_root / spec.key
         with spec.log.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "interposer", *server_arguments(spec, cgroup)],
+                [*WITHOUT_SYS_ADMIN, sys.executable, "-m", "interposer", *server_arguments(spec, cgroup)],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
