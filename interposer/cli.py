@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from .config import CacheConfig, ConfigError, load_config, read_config_file
+from .csi.volume_server import main as volume_server
 from .logs import configure_logging
 from .mount.control import request, socket_path_for
 from .mount.reconfigure import LAYER_ORDER
@@ -356,6 +357,23 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
 )
 @click.option("--max-volumes", type=click.IntRange(0), default=0, help="Volumes per node (0: no limit).")
 @click.option("--metrics-address", callback=_host_port, help="Serve the plugin's own metrics at HOST:PORT.")
+@click.option(
+    "--server-cgroup",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="cgroup v2 directory, outside the plugin's, where each volume's server gets a cgroup of its own.",
+)
+@click.option(
+    "--server-pods",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Run each volume's server in a pod, as this YAML file says (see interposer.csi.pods.PodSettings).",
+)
+@click.option(
+    "--probe-timeout",
+    type=click.FloatRange(0.1, 60),
+    default=2.0,
+    show_default=True,
+    help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
+)
 def csi(
     endpoint: str,
     node_id: str | None,
@@ -367,6 +385,9 @@ def csi(
     publish_timeout: float,
     max_volumes: int,
     metrics_address: tuple[str, int] | None,
+    server_cgroup: Path | None,
+    server_pods: Path | None,
+    probe_timeout: float,
 ) -> None:
     """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
     import socket
@@ -382,6 +403,7 @@ def csi(
         from .csi.controller import ControllerService
         from .csi.identity import IdentityService
         from .csi.node import NodeRoots, NodeService
+        from .csi.plugin import supervisor_for
     except ImportError as exc:
         _fail(f"the CSI protobuf module is missing ({exc}); generate it: python -m interposer.csi.protogen")
     volumes = volumes_root or state_dir / "volumes"
@@ -389,7 +411,13 @@ def csi(
     node = None
     if mode in ("node", "all"):
         roots = NodeRoots(kubelet=kubelet_dir, host=host_root, volumes=volumes, state=state_dir)
-        node = NodeService(node_id or socket.gethostname(), roots, publish_timeout, max_volumes)
+        name = node_id or socket.gethostname()
+        try:
+            supervisor = supervisor_for(name, state_dir, server_cgroup, server_pods, publish_timeout, probe_timeout)
+        except ValueError as exc:
+            _fail(str(exc))
+        node = NodeService(name, roots, supervisor, max_volumes)
+        node.adopt()
         services["Node"] = node
     if mode in ("controller", "all"):
         services["Controller"] = ControllerService(volumes, state_dir)
@@ -399,3 +427,6 @@ def csi(
         metrics_address=metrics_address,
         abnormal_volumes=None if node is None else lambda: len(node.abnormal_volumes()),
     )
+
+
+main.add_command(volume_server, name="volume-server")

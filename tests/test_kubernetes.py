@@ -108,7 +108,7 @@ def test_chart_objects_say_what_the_driver_does(helm: str) -> None:
 
     [daemonset] = by_kind(manifests, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True, "it makes the volumes' server pods (test_csi_pods: its Role)"
     containers = {container["name"]: container for container in pod["containers"]}
     assert set(containers) == {"plugin", "node-driver-registrar", "liveness-probe"}
     bidirectional = [
@@ -145,10 +145,12 @@ def test_chart_ships_the_generated_rules_and_dashboards(helm: str) -> None:
     generated = yaml.safe_load((CHART / "rules" / "cnfs-interposer.rules.yaml").read_text())
     assert rule["spec"]["groups"] == generated["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    [monitor] = by_kind(manifests, "PodMonitor")
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for monitor in by_kind(manifests, "PodMonitor"):  # the node plugins' and the volume servers'
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     dashboards = {}
     for config_map in by_kind(manifests, "ConfigMap"):
+        if "grafana_dashboard" not in config_map["metadata"]["labels"]:
+            continue
         [(name, text)] = config_map["data"].items()
         dashboards[name] = json.loads(text)
     for path in (CHART / "dashboards").glob("*.json"):

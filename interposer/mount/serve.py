@@ -206,11 +206,17 @@ class Mount:
             "export_failures": self.health.export_failures[SIGNAL_METRICS],
         }
 
-    def serve(self) -> None:
-        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount."""
+    def serve(self, fuse_fd: int | None = None) -> None:
+        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount.
+
+        With ``fuse_fd``, a /dev/fuse descriptor that a privileged process has
+        already mounted at the mountpoint, serve it as ``/dev/fd/N`` (libfuse
+        takes that as a mounted channel): no mount here, and none to undo.
+        """
         os.umask(0)  # the kernel has applied the caller's umask already
         syscalls.keep_large_buffers_on_heap()
-        pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
+        channel = str(self.mountpoint) if fuse_fd is None else f"/dev/fd/{fuse_fd}"
+        pyfuse3.init(self.fs, channel, _mount_options(self.config))
         try:
             log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
             if self.tracing is not None:
@@ -220,7 +226,7 @@ class Mount:
                     log.info("metrics: %s %s", exporter, destination)
             trio.run(self._session)
         finally:
-            pyfuse3.close(unmount=True)
+            pyfuse3.close(unmount=fuse_fd is None)
             if self.tracing_layer is not None:
                 self.tracing_layer.close()
             if self.tracing is not None:
