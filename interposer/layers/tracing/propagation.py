@@ -18,15 +18,16 @@ it may ptrace the caller (``PTRACE_MODE_READ_FSCREDS``: same user, or
 its own trace.
 
 Cost.  This is asked once per parent span (a handle opened, a directory
-opened, a process's activity starting), never per operation.  Each ask reads
-``/proc/<tid>/stat`` once, for the thread's start time: with the thread id it
-names the thread, however soon its id is reused.  A new thread costs its
+opened, a process's activity starting), never per operation.  A thread is
+named by its id and start time (``/proc/<tid>/stat``), read at most once a
+second per thread (``IDENTITY_RECHECK_NS``).  A new thread costs its
 ``status`` and its process's ``stat``; a new process, its environment, once.
-Both caches are bounded LRUs.
+The caches are bounded LRUs.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ from ...names import (
 )
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+IDENTITY_RECHECK_NS = 1_000_000_000
+"""How long a thread's identity (id and start time) is trusted before ``/proc`` is read again.  Reading it costs
+tens of microseconds, and a thread id is reused only after the kernel has handed out every other pid
+(``kernel.pid_max``, 32768 at the least), which in a second only a fork bomb does."""
 _STARTTIME_FIELD = 19
 """Index of ``starttime`` (field 22 of proc_pid_stat(5)) among the fields after the command's closing parenthesis."""
 _TRACEPARENT = TRACEPARENT_VARIABLE.encode() + b"="
@@ -130,6 +135,16 @@ class _Process:
     parent: RemoteParent | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Thread:
+    """A cached thread: its start time, its process, and when its identity was last read."""
+
+    started: int
+    process: _Process
+    checked: int
+    """``time.monotonic_ns()``."""
+
+
 _NO_PARENT = _Process((0, 0), None)
 """Stands for a process whose environment could not be read, so it is not read again for that thread."""
 
@@ -146,8 +161,8 @@ class CallerContexts:
     """The remote parent of each caller's parent spans: announced by the thread, or in its process's environment."""
 
     def __init__(self, capacity: int) -> None:
-        self._threads: _Lru[tuple[int, int], _Process] = _Lru(capacity)
-        """(tid, thread start) -> its process, resolved once per thread."""
+        self._threads: _Lru[int, _Thread] = _Lru(capacity)
+        """tid -> the thread and its process, resolved once per thread."""
         self._processes: _Lru[tuple[int, int], _Process] = _Lru(capacity)
         """(pid, process start) -> the context in its environment, read once per process."""
         self._announced: _Lru[int, Announcement] = _Lru(capacity)
@@ -160,21 +175,31 @@ class CallerContexts:
         """The span a parent span started for this thread's request continues; None: a trace of its own."""
         if not tid:  # the caller is outside the mount's pid namespace
             return None
+        thread = self._thread(tid)
+        if thread is None:
+            return None
+        announcement = self._announced.get(tid)
+        if announcement is not None:
+            if announcement.started == thread.started:
+                return announcement.parent
+            self._announced.pop(tid)  # announced by an earlier thread with the same id, which never cleared it
+        return thread.process.parent
+
+    def _thread(self, tid: int) -> _Thread | None:
+        """The thread with this id now: its identity is read again once it is ``IDENTITY_RECHECK_NS`` old."""
+        now = time.monotonic_ns()
+        thread = self._threads.get(tid)
+        if thread is not None and now - thread.checked < IDENTITY_RECHECK_NS:
+            return thread
         try:
             started = start_time(tid)
         except (OSError, ValueError, IndexError):
             self.unreadable += 1
             return None
-        announcement = self._announced.get(tid)
-        if announcement is not None:
-            if announcement.started == started:
-                return announcement.parent
-            self._announced.pop(tid)  # announced by an earlier thread with the same id, which never cleared it
-        process = self._threads.get((tid, started))
-        if process is None:
-            process = self._process_of(tid)
-            self._threads.put((tid, started), process)
-        return process.parent
+        process = thread.process if thread is not None and thread.started == started else self._process_of(tid)
+        thread = _Thread(started, process, now)
+        self._threads.put(tid, thread)
+        return thread
 
     def _process_of(self, tid: int) -> _Process:
         try:
