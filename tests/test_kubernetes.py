@@ -287,3 +287,18 @@ def leaf_keys(values: Any, prefix: str = "") -> Iterator[str]:
 
 def covered(key: str, documented: list[str]) -> bool:
     return any(key == entry or (entry.endswith(".*") and key.startswith(entry[:-1])) for entry in documented)
+
+
+@pytest.mark.parametrize("trace_callers", [True, False])
+def test_the_node_pod_sees_callers_pids_and_environments_only_when_it_traces_callers(
+    helm: str, trace_callers: bool
+) -> None:
+    manifests = render(helm, "--set", f"telemetry.traceCallers={str(trace_callers).lower()}")
+    [daemonset] = by_kind(manifests, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod.get("hostPID", False) is trace_callers
+    [plugin] = [c for c in pod["containers"] if c["name"] == "plugin"]
+    security = plugin["securityContext"]
+    assert security.get("privileged") or "SYS_PTRACE" in security.get("capabilities", {}).get("add", []), (
+        "reading another user's /proc/<pid>/environ needs CAP_SYS_PTRACE"
+    )
