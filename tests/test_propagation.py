@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from interposer.local.traces import SpanRecord, load_spans
 from interposer.mount.child import MountProcess
 from interposer.names import TRACE_CONTEXT_XATTR
 
-from .conftest import MountFactory
+from .conftest import MountFactory, require_command, require_fuse, wait_for
 from .otlp import Collector, ReceivedSpan, run_collector
 from .test_tracing import by_name, settled, write_config
 from .traced_app import SERVICE
@@ -219,3 +221,33 @@ def test_the_context_cache_is_bounded_and_each_process_keeps_its_own_trace(
         sessions = [s for s in by_name(spans, "fuse.file") if s.attributes["file.path"].startswith(f"/p{index}-")]
         assert len(sessions) == 3
         assert {(s.trace_id, s.parent_id) for s in sessions} == {(TRACE, span_id)}
+
+
+def test_callers_the_mount_cannot_see_start_traces_of_their_own(scratch: Path) -> None:
+    """A mount in a pid namespace of its own (a pod without hostPID) gets pid 0 for callers outside it."""
+    require_fuse()
+    unshare = require_command("unshare")
+    backing, mountpoint, span_file = scratch / "backing", scratch / "mnt", scratch / "spans.jsonl"
+    backing.mkdir()
+    mountpoint.mkdir()
+    config = write_config(scratch, f"tracing:\n  file: {span_file}\n  export_delay: 0.1\n")
+    mount = MountProcess(backing, mountpoint)
+    command = [unshare, "--pid", "--fork", sys.executable, "-m", "interposer", "mount", "--config", config]
+    with (scratch / "mount.log").open("wb") as log:
+        mount.process = subprocess.Popen([*command, str(backing), str(mountpoint)], stdout=log, stderr=log)
+    try:
+        mount.wait_ready()
+        run_child({"TRACEPARENT": traceparent()}, mountpoint / "outside")
+        assert (mountpoint / "outside").read_text() == "x", "the I/O works as ever"
+
+        def sessions() -> list[SpanRecord]:
+            return [s for s in load_spans(span_file) if s.name == "fuse.file" and s.path == "/outside"]
+
+        wait_for(lambda: len(sessions()) == 2, what="the write's and the read's sessions in the span file")
+        assert all(s.parent_id == "" and s.trace_id != TRACE for s in sessions())
+        assert all(s.attributes["process.pid"] == 0 for s in sessions()), "FUSE reports no pid for them"
+    finally:
+        unshared = mount.process.pid
+        for server in Path(f"/proc/{unshared}/task/{unshared}/children").read_text().split():
+            os.kill(int(server), signal.SIGTERM)  # the mount, pid 1 of its namespace; unshare exits with it
+        assert mount.stop() == 0
