@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span
 
+import interposer
 from interposer.local.traces import SpanRecord, load_spans
 from interposer.mount.child import MountProcess
-from interposer.names import TRACE_CONTEXT_XATTR
+from interposer.names import TRACE_CONTEXT_XATTR, TRACED_MOUNTS_VARIABLE
 
 from .conftest import MountFactory, require_command, require_fuse, wait_for
 from .otlp import Collector, ReceivedSpan, run_collector
@@ -251,3 +254,33 @@ def test_callers_the_mount_cannot_see_start_traces_of_their_own(scratch: Path) -
         for server in Path(f"/proc/{unshared}/task/{unshared}/children").read_text().split():
             os.kill(int(server), signal.SIGTERM)  # the mount, pid 1 of its namespace; unshare exits with it
         assert mount.stop() == 0
+
+
+def test_traced_io_nests_needs_a_span_and_never_writes_to_an_ordinary_directory(
+    mounted: MountProcess, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    root, ordinary = mounted.mountpoint, scratch / "ordinary"
+    ordinary.mkdir()
+
+    def announced() -> str | None:
+        try:
+            return os.getxattr(root, TRACE_CONTEXT_XATTR).decode()
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                raise
+            return None
+
+    def context_of(span: Span) -> str:
+        return traceparent(f"{span.get_span_context().trace_id:032x}", f"{span.get_span_context().span_id:016x}")
+
+    with interposer.traced_io(root):
+        assert announced() is None, "no current span: nothing to announce"
+    monkeypatch.setenv(TRACED_MOUNTS_VARIABLE, f"{ordinary}{os.pathsep}{root}")
+    with tracer.start_as_current_span("outer") as outer, interposer.traced_io():
+        assert announced() == context_of(outer)
+        with tracer.start_as_current_span("inner") as inner, interposer.traced_io(root):
+            assert announced() == context_of(inner)
+        assert announced() == context_of(outer), "leaving the inner block restores the outer context"
+    assert announced() is None
+    assert os.listxattr(ordinary) == [], "not an interposer mount: skipped"
