@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes.client import ApiClient
 
@@ -91,6 +92,28 @@ def test_server_pods_are_valid_unprivileged_and_hold_what_the_server_needs(helm:
     [port] = container["ports"]
     assert port == {"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"}
     assert manifest["metadata"]["labels"][COMPONENT_LABEL] == COMPONENT
+
+
+@pytest.mark.parametrize("trace_callers", [True, False])
+def test_server_pods_see_callers_pids_and_environments_only_when_they_trace_callers(
+    helm: str, tmp_path: Path, trace_callers: bool
+) -> None:
+    manifests = render(
+        helm,
+        "-f",
+        str(CHART / "examples" / "values-host-root.yaml"),
+        "--set",
+        f"telemetry.traceCallers={trace_callers}",
+    )
+    manifest = server_pod(spec("/host-root/data/web"), settings_of(manifests), "node-a")
+    validate([manifest], tmp_path)
+    pod = manifest["spec"]
+    # FUSE reports pids in the namespace of the mounting process (the plugin, hostPID when tracing callers),
+    # and the server must read /proc/<pid>/environ in that same namespace, with CAP_SYS_PTRACE.
+    assert pod.get("hostPID", False) is trace_callers
+    [container] = pod["containers"]
+    assert ("SYS_PTRACE" in container["securityContext"]["capabilities"]["add"]) is trace_callers
+    assert "SYS_ADMIN" not in container["securityContext"]["capabilities"]["add"]
 
 
 def test_chart_scrapes_each_server_pod_and_lets_the_plugin_manage_only_pods(helm: str) -> None:

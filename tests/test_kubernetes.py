@@ -294,3 +294,18 @@ def test_helmfile_builds_lints_and_renders_each_environment(helmfile: str, envir
             assert "limits" in json.dumps(yaml.safe_load((values_dir / f"{name}.yaml").read_text())), name
     else:
         assert storage == "memory"
+
+
+@pytest.mark.parametrize("trace_callers", [True, False])
+def test_the_node_pod_sees_callers_pids_and_environments_only_when_it_traces_callers(
+    helm: str, trace_callers: bool
+) -> None:
+    manifests = render(helm, "--set", f"telemetry.traceCallers={str(trace_callers).lower()}")
+    [daemonset] = by_kind(manifests, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod.get("hostPID", False) is trace_callers
+    [plugin] = [c for c in pod["containers"] if c["name"] == "plugin"]
+    security = plugin["securityContext"]
+    assert security.get("privileged") or "SYS_PTRACE" in security.get("capabilities", {}).get("add", []), (
+        "reading another user's /proc/<pid>/environ needs CAP_SYS_PTRACE"
+    )

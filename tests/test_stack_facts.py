@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from interposer.csi.launcher import ServerSpec
+from interposer.csi.pods import PodSettings, server_pod
 from interposer.names import prometheus_label
 from tools.upstream_facts import key_upstream, strict_schema, values_digest
 
@@ -147,21 +149,45 @@ def test_prometheus_selects_every_monitor_and_each_scrapes_a_port_its_target_has
         "metrics", "prom-exporter",
     }  # fmt: skip
 
-    (pod_monitor,) = by_kind(environment.interposer, "PodMonitor")
-    assert matches(pod_monitor["metadata"]["labels"], prometheus["podMonitorSelector"])
+    # The node plugin's pods come from its DaemonSet; each volume's server pod from the plugin's code, with
+    # the settings the chart renders (interposer.csi.pods).
     pods = [
         workload["spec"]["template"]
         for workload in environment.interposer
         if workload["kind"] in ("DaemonSet", "Deployment", "StatefulSet")
-        and matches(workload["spec"]["template"]["metadata"]["labels"], pod_monitor["spec"]["selector"])
     ]
-    assert pods, "the interposer's PodMonitor selects no pod"
-    for pod in pods:
-        port_names = {port["name"] for container in pod["spec"]["containers"] for port in container.get("ports", [])}
-        for endpoint in pod_monitor["spec"]["podMetricsEndpoints"]:
-            assert endpoint["port"] in port_names
+    [settings] = [
+        PodSettings.model_validate(yaml.safe_load(config_map["data"]["server-pods.yaml"]))
+        for config_map in by_kind(environment.interposer, "ConfigMap")
+        if "server-pods.yaml" in config_map.get("data", {})
+    ]
+    pods.append(server_pod(server_spec(), settings, "node-a"))
+    pod_monitors = by_kind(environment.interposer, "PodMonitor")
+    assert len(pod_monitors) == 2, "one PodMonitor for the node plugins, one for the volume servers"
+    for pod_monitor in pod_monitors:
+        assert matches(pod_monitor["metadata"]["labels"], prometheus["podMonitorSelector"])
+        selected = [pod for pod in pods if matches(pod["metadata"]["labels"], pod_monitor["spec"]["selector"])]
+        assert selected, f"the PodMonitor {pod_monitor['metadata']['name']} selects no pod"
+        for pod in selected:
+            ports = {port["name"] for container in pod["spec"]["containers"] for port in container.get("ports", [])}
+            for endpoint in pod_monitor["spec"]["podMetricsEndpoints"]:
+                assert endpoint["port"] in ports, f"{pod_monitor['metadata']['name']}: no port {endpoint['port']}"
     for rule in by_kind(environment.interposer, "PrometheusRule"):
         assert matches(rule["metadata"]["labels"], prometheus["ruleSelector"]), rule["metadata"]["name"]
+
+
+def server_spec() -> ServerSpec:
+    """A volume server as the node plugin describes one, under the chart's default state directory."""
+    key, state = "0123456789abcdef0123456789abcdef", Path("/var/lib/cnfs-interposer")
+    return ServerSpec(
+        key=key,
+        backing=Path("/var/lib/cnfs-interposer/volumes/pvc-1"),
+        target=Path("/var/lib/kubelet/pods/7c1e/volumes/kubernetes.io~csi/data/mount"),
+        config=state / "interposers" / f"{key}.yaml",
+        log=state / "interposers" / f"{key}.log",
+        handover=state / "servers" / f"{key}.handover.sock",
+        environment={},
+    )
 
 
 def test_grafana_sidecar_loads_the_four_dashboards(environment: Environment) -> None:

@@ -34,6 +34,8 @@ NAME_PREFIX = "interposer-server-"
 METRICS_PORT_NAME = "metrics"
 CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "MKNOD")
 """What a passthrough server does to the backing files as root: never SYS_ADMIN."""
+TRACE_CALLER_CAPABILITIES = ("SYS_PTRACE",)
+"""What reading another user's /proc/<pid>/environ needs (ptrace access mode READ_FSCREDS)."""
 
 
 class HostMount(BaseModel):
@@ -63,6 +65,9 @@ class PodSettings(BaseModel):
     environment: dict[str, str] = {}
     """Telemetry settings for the servers: OTEL_EXPORTER_OTLP_ENDPOINT and the like."""
     delete_timeout: float = Field(60.0, gt=0)
+    trace_callers: bool = False
+    """Let the server read callers' TRACEPARENT: the host's pid namespace (where the plugin mounted, so where
+    FUSE reports callers' pids) and CAP_SYS_PTRACE, which /proc/<pid>/environ of another user's process needs."""
 
     @classmethod
     def load(cls, path: Path) -> PodSettings:
@@ -120,7 +125,10 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
             "runAsUser": 0,
             "allowPrivilegeEscalation": False,
             "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
+            "capabilities": {
+                "drop": ["ALL"],
+                "add": [*CAPABILITIES, *(TRACE_CALLER_CAPABILITIES if settings.trace_callers else ())],
+            },
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [{"name": name, "mountPath": str(path)} for name, path in directories.items()],
@@ -140,6 +148,8 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
             for name, path in directories.items()
         ],
     }
+    if settings.trace_callers:
+        pod_spec["hostPID"] = True
     if settings.priority_class:
         pod_spec["priorityClassName"] = settings.priority_class
     if settings.image_pull_secrets:

@@ -15,17 +15,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import pyfuse3
 
 from ..errnos import errno_of
+from ..layers.tracing.announcements import TraceContextXattr, is_reserved, visible
 from ..names import OpName
 from .pipeline import Pipeline
 from .request import Op, PathResolver
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class InterposerFS(pyfuse3.Operations):
@@ -40,6 +43,7 @@ class InterposerFS(pyfuse3.Operations):
         *,
         negative_timeout: float = 0.0,
         writeback_cache: bool = False,
+        trace_context: TraceContextXattr | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -47,6 +51,7 @@ class InterposerFS(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.internal_errors = 0
         self._negative_timeout = negative_timeout
+        self._trace_context = trace_context
 
     async def _run(self, op: Op) -> Any:
         try:
@@ -247,7 +252,18 @@ class InterposerFS(pyfuse3.Operations):
         result: pyfuse3.StatvfsData = await self._run(self._op(OpName.STATFS, ctx, pyfuse3.ROOT_INODE))
         return result
 
+    def _reserved_xattr(self, answer: Callable[[TraceContextXattr], T]) -> T:
+        """Answer the trace-context protocol's xattr here: it is the mount's, never the backend's."""
+        if self._trace_context is None:
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
+        try:
+            return answer(self._trace_context)
+        except OSError as exc:
+            raise pyfuse3.FUSEError(errno_of(exc)) from None
+
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if is_reserved(name):
+            return self._reserved_xattr(lambda xattr: xattr.set(inode, name, value, ctx.pid))
         op = self._op(OpName.SETXATTR, ctx, inode)
         op.size = len(value)
         op.xattr_name = name
@@ -255,6 +271,8 @@ class InterposerFS(pyfuse3.Operations):
         await self._run(op)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if is_reserved(name):
+            return self._reserved_xattr(lambda xattr: xattr.get(inode, name, ctx.pid))
         op = self._op(OpName.GETXATTR, ctx, inode)
         op.xattr_name = name
         result: bytes = await self._run(op)
@@ -262,9 +280,11 @@ class InterposerFS(pyfuse3.Operations):
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         result: list[bytes] = await self._run(self._op(OpName.LISTXATTR, ctx, inode))
-        return result
+        return visible(result)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if is_reserved(name):
+            return self._reserved_xattr(lambda xattr: xattr.remove(inode, name, ctx.pid))
         op = self._op(OpName.REMOVEXATTR, ctx, inode)
         op.xattr_name = name
         await self._run(op)

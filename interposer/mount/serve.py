@@ -21,7 +21,9 @@ from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Layer, Pipeline
 from ..layers.metrics.layer import MetricsLayer
 from ..layers.metrics.setup import MetricsSetup, build_metrics
+from ..layers.tracing.announcements import TraceContextXattr
 from ..layers.tracing.layer import TracingLayer
+from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.setup import TracingSetup, build_tracing
 from ..names import SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
@@ -121,11 +123,17 @@ class Mount:
         self.metrics: MetricsSetup | None = None
         self.metrics_layer: MetricsLayer | None = None
         observers: dict[str, Layer] = {}
+        self.contexts = CallerContexts(config.tracing.context_cache_size)
         if config.tracing.enabled:
             self.tracing = build_tracing(
                 config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), resource, self.health
             )
-            self.tracing_layer = TracingLayer(self.tracing.sink, config.tracing, self.tracing.ratio)
+            self.tracing_layer = TracingLayer(
+                self.tracing.sink,
+                config.tracing,
+                self.tracing.ratio,
+                self.contexts if config.tracing.propagation else None,
+            )
             observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
@@ -140,6 +148,7 @@ class Mount:
             self.backend,
             negative_timeout=config.cache.negative_timeout,
             writeback_cache=config.cache.writeback_cache,
+            trace_context=TraceContextXattr(self.contexts),
         )
         self.control = ControlServer(
             config.control.socket or socket_path_for(self.mountpoint),
@@ -192,6 +201,7 @@ class Mount:
             "operations_sampled_out": self.tracing_layer.sampled_out,
             "spans_dropped": self.health.dropped_spans,
             "export_failures": self.health.export_failures[SIGNAL_TRACES],
+            "trace_contexts": self.contexts.status(),
         }
 
     def _metrics_status(self) -> dict[str, Any] | None:

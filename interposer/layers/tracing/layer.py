@@ -64,6 +64,7 @@ from ...names import (
     SPAN_FILE_SESSION,
     OpName,
 )
+from .propagation import CallerContexts, RemoteParent
 from .records import Events, operation_record, session_record
 
 _RELEASES = frozenset({OpName.RELEASE, OpName.RELEASEDIR})
@@ -112,6 +113,8 @@ class Group:
     _command: str | None = None
     caller: tuple[int, int, int, str] | None = None
     """The opener's (pid, uid, gid, command), for the handle's operations."""
+    remote: RemoteParent | None = None
+    """The caller's span that every segment of this parent span is a child of (``propagation``)."""
 
     def __init__(self, name: str, pid: int, opener: Op | None) -> None:
         self.name = name
@@ -129,7 +132,9 @@ class Group:
 class TracingLayer:
     """Outermost layer: times every operation, whatever the inner layers do to it."""
 
-    def __init__(self, sink: SpanSink, config: TracingConfig, ratio: float) -> None:
+    def __init__(
+        self, sink: SpanSink, config: TracingConfig, ratio: float, contexts: CallerContexts | None = None
+    ) -> None:
         self._sink = sink
         self._ratio = ratio
         self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
@@ -141,6 +146,9 @@ class TracingLayer:
         self._dirs: dict[int, Group] = {}
         self._activities: dict[int, Group] = {}
         self._commands = ProcessNames()
+        self._contexts = contexts
+        if contexts is not None:
+            contexts.on_change(self._context_announced)
         self.kept = 0
         self.sampled_out = 0
 
@@ -177,24 +185,38 @@ class TracingLayer:
             if group is not None:
                 return group
         elif name in FILE_OPENS:
-            return Group(SPAN_FILE_SESSION, op.pid, op)
+            return self._new_group(SPAN_FILE_SESSION, op.pid, op)
         elif name is OpName.OPENDIR:
-            return Group(SPAN_DIRECTORY_SESSION, op.pid, op)
+            return self._new_group(SPAN_DIRECTORY_SESSION, op.pid, op)
         group = self._activities.get(op.pid)
         if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
             self._end_segment(group)
             group = None
         if group is None:
-            group = Group(SPAN_ACTIVITY, op.pid, None)
+            group = self._new_group(SPAN_ACTIVITY, op.pid, None)
             self._activities[op.pid] = group
         return group
+
+    def _new_group(self, name: str, pid: int, opener: Op | None) -> Group:
+        """A parent span for the caller, continuing the caller's trace if it has one (asked once per group)."""
+        group = Group(name, pid, opener)
+        if self._contexts is not None:
+            group.remote = self._contexts.parent_for(pid)
+        return group
+
+    def _context_announced(self, tid: int) -> None:
+        """A thread announced or cleared its context: its activity so far belongs to the previous one."""
+        group = self._activities.pop(tid, None)
+        if group is not None:
+            self._end_segment(group)
 
     def _new_segment(self, group: Group, now: int) -> None:
         self._end_segment(group)
         group.segment += 1
         group.started = now
         group.deadline = now + self._max_ns
-        group.sampled = random.random() < self._ratio
+        remote = group.remote
+        group.sampled = random.random() < self._ratio if remote is None else remote.sampled  # parent-based
         if group.sampled:
             self._parent_span(group)
 
@@ -205,7 +227,8 @@ class TracingLayer:
         then only its ids exist, which is all its children need.
         """
         if group.ids is None:
-            group.ids = (_new_id(128), next(self._span_ids))
+            remote = group.remote
+            group.ids = (_new_id(128) if remote is None else remote.trace_id, next(self._span_ids))
         return group.ids
 
     def _end_segment(self, group: Group) -> None:
@@ -232,7 +255,8 @@ class TracingLayer:
             for kind, count in group.counts.items():
                 attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
             times = (group.started, _clock())
-            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors))
+            parent = 0 if group.remote is None else group.remote.span_id
+            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors, parent))
             group.link = ids
             group.ids = None
         if group.operations:
