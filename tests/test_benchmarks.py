@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
-from benchmarks.workloads import WORKLOADS
+from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS
 
 from .conftest import require_command, require_fuse
 
@@ -33,6 +33,12 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
         assert row["mount"] > 0, row
         assert row["ratio"] == row["mount"] / row["native"]
         assert row["floor"] == workload.floor
+        # pyfuse3's own passthrough example ran every workload in the same run, the do-nothing one only stat.
+        assert row["example"] > 0, row
+        assert row["ratio_to_example"] == row["mount"] / row["example"]
+        assert ("do_nothing" in row) == (workload.name in DO_NOTHING_WORKLOADS), row
+    (stat,) = (row for row in report["results"] if row["workload"] == "stat")
+    assert stat["ratio_to_do_nothing"] == stat["mount"] / stat["do_nothing"]
     assert report["machine"]["cpus"]
 
 
