@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layers.tracing.spanfile import read_requests
 from ..names import (
     ATTR_ERROR_TYPE,
     ATTR_FILE_PATH,
@@ -23,6 +22,7 @@ from ..names import (
     SPAN_DIRECTORY_SESSION,
     SPAN_FILE_SESSION,
 )
+from .spanlines import read_requests
 
 _STATUS_ERROR = 2
 
@@ -78,10 +78,10 @@ class SpanRecord:
 
 
 def load_spans(path: Path) -> list[SpanRecord]:
-    """Every span in a span file (and its rotation), in start order."""
+    """Every span in a span file and its rotation, in start order; ``SpanFileError`` if it is not one."""
     spans = []
-    for request in read_requests(path):
-        for resource_spans in request.get("resourceSpans", []):
+    for line in read_requests(path):
+        for resource_spans in line.request["resourceSpans"]:
             for scope_spans in resource_spans.get("scopeSpans", []):
                 for span in scope_spans.get("spans", []):
                     spans.append(
