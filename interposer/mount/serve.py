@@ -173,6 +173,7 @@ class Mount:
             "backing": str(self.backing),
             "pid": os.getpid(),
             "backend": self.config.backend.kind,
+            "metrics_url": None if self.metrics is None else self.metrics.destinations.get("prometheus"),
             **self.backend.stats(),
             "internal_errors": self.fs.internal_errors,
             "tracing": self._tracing_status(),
@@ -194,6 +195,16 @@ class Mount:
             "export_failures": self.health.export_failures[SIGNAL_TRACES],
         }
 
+    def _metrics_where(self) -> str:
+        """Where this mount's metrics are, for the first log line: several mounts cannot all have port 9464."""
+        if self.metrics is None:
+            return "metrics off"
+        places = [
+            f"{'scrape' if exporter == 'prometheus' else 'pushed to'} {destination}"
+            for exporter, destination in self.metrics.destinations.items()
+        ]
+        return "metrics: " + ", ".join(places) if places else "metrics: no exporter"
+
     def _metrics_status(self) -> dict[str, Any] | None:
         if self.metrics is None or self.metrics_layer is None:
             return None
@@ -212,12 +223,15 @@ class Mount:
         syscalls.keep_large_buffers_on_heap()
         pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
         try:
-            log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
+            log.info(
+                "mounted %s at %s; %s; control socket %s",
+                self.backing,
+                self.mountpoint,
+                self._metrics_where(),
+                self.control.path,
+            )
             if self.tracing is not None:
                 log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
-            if self.metrics is not None:
-                for exporter, destination in self.metrics.destinations.items():
-                    log.info("metrics: %s %s", exporter, destination)
             trio.run(self._session)
         finally:
             pyfuse3.close(unmount=True)
