@@ -23,6 +23,7 @@ from ..layers.metrics.layer import MetricsLayer
 from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.layer import TracingLayer
 from ..layers.tracing.setup import TracingSetup, build_tracing
+from ..layers.tracing.spanfile import rotated
 from ..names import SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
 from .control import ControlServer, runtime_path_for, socket_path_for
@@ -121,10 +122,9 @@ class Mount:
         self.metrics: MetricsSetup | None = None
         self.metrics_layer: MetricsLayer | None = None
         observers: dict[str, Layer] = {}
+        self.default_span_file = runtime_path_for(self.mountpoint, ".spans.jsonl")
         if config.tracing.enabled:
-            self.tracing = build_tracing(
-                config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), resource, self.health
-            )
+            self.tracing = build_tracing(config.tracing, self.default_span_file, resource, self.health)
             self.tracing_layer = TracingLayer(self.tracing.sink, config.tracing, self.tracing.ratio)
             observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
@@ -239,12 +239,24 @@ class Mount:
                 self.tracing_layer.close()
             if self.tracing is not None:
                 self.tracing.shutdown()
+                self._remove_default_span_file()
             if self.metrics is not None:
                 self.metrics.shutdown()
             self.health.uninstall()
             self.layers.close()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
+
+    def _remove_default_span_file(self) -> None:
+        """The default span file is in the runtime directory, memory on most systems: it goes with its mount.
+
+        Spans meant to outlive the mount go to a ``tracing.file`` of the user's choosing, which stays.
+        """
+        assert self.tracing is not None
+        if self.tracing.destination == str(self.default_span_file):
+            for path in (self.default_span_file, rotated(self.default_span_file)):
+                path.unlink(missing_ok=True)
+            log.info("removed the default span file %s with its mount", self.default_span_file)
 
     async def _session(self) -> None:
         async with trio.open_nursery() as nursery:
