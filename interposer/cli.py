@@ -6,6 +6,8 @@ help text and its validation are defined once, in the config model.
 
 from __future__ import annotations
 
+import difflib
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -15,10 +17,11 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import CacheConfig, ConfigError, load_config, read_config_file
+from . import __version__
+from .config import CacheConfig, ConfigError, InterposerConfig, load_config, read_config_file
 from .logs import configure_logging
-from .mount.control import request, socket_path_for
-from .mount.reconfigure import LAYER_ORDER
+from .mount.control import NoAnswerError, NotAMountError, ask, socket_path_for
+from .mount.reconfigure import LAYER_ORDER, RUNTIME_SECTIONS
 from .mount.table import is_stale, mount_at, unmount
 from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
 
@@ -38,12 +41,19 @@ def _cache_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _fail(message: str) -> NoReturn:
+USAGE_ERROR = 2
+"""Exit code of a usage or configuration error, as click gives for a bad option."""
+FAILURE = 1
+"""Exit code of a command that was used correctly but could not do its work."""
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     click.echo(f"interposer: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="interposer", message="%(prog)s %(version)s")
 def main() -> None:
     """A FUSE file-system interposer that traces, measures, slows and breaks file I/O."""
 
@@ -79,8 +89,10 @@ def mount(
     try:
         prepare_mountpoint(mountpoint, force=force)
         Mount(backing, mountpoint, config).serve()
-    except (ConfigError, MountError, OSError, RuntimeError) as exc:
+    except (ConfigError, MountError) as exc:
         _fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        _fail(str(exc), FAILURE)
 
 
 @main.command(name="unmount")
@@ -96,7 +108,7 @@ def unmount_command(mountpoint: Path, force: bool) -> None:
     try:
         unmount(mountpoint, lazy=force)
     except OSError as exc:
-        _fail(f"{exc.strerror}; --force detaches a busy mount")
+        _fail(f"{exc.strerror}; --force detaches a busy mount", FAILURE)
 
 
 @main.group()
@@ -111,9 +123,11 @@ def ctl(context: click.Context, mountpoint: Path, socket_path: Path | None) -> N
 def _ask(context: click.Context, payload: dict[str, Any]) -> dict[str, Any]:
     mountpoint, path = context.obj
     try:
-        reply = request(path, payload)
-    except OSError as exc:
-        _fail(f"cannot reach the control socket {path} of {mountpoint}: {exc.strerror or exc}")
+        reply = ask(mountpoint, path, payload)
+    except NotAMountError as exc:
+        _fail(str(exc))
+    except NoAnswerError as exc:
+        _fail(str(exc), FAILURE)
     if not reply.get("ok"):
         _fail(str(reply.get("error")))
     return reply
@@ -126,6 +140,20 @@ def ctl_status(context: click.Context) -> None:
     click.echo(json.dumps(_ask(context, {"command": "status"}), indent=2))
 
 
+def _check_runtime_sections(file: Path, sections: dict[str, Any]) -> None:
+    """Refuse, before asking the mount, a file that changes nothing or names a section that is not one."""
+    allowed = ", ".join(RUNTIME_SECTIONS)
+    if not sections:
+        _fail(f"{file} holds no settings: it needs a {' and/or '.join(RUNTIME_SECTIONS)} section")
+    for name in sections:
+        if name not in InterposerConfig.model_fields:
+            _fail(f"{file}: {name!r} is not a configuration section; allowed while mounted: {allowed}")
+        if name not in RUNTIME_SECTIONS:
+            _fail(
+                f"{file}: {name} cannot change while mounted; allowed while mounted: {allowed} (remount for the rest)"
+            )
+
+
 @ctl.command(name="set")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.pass_context
@@ -135,6 +163,7 @@ def ctl_set(context: click.Context, file: Path) -> None:
         sections = read_config_file(file)
     except ConfigError as exc:
         _fail(str(exc))
+    _check_runtime_sections(file, sections)
     reply = _ask(context, {"command": "configure", "sections": sections})
     click.echo(json.dumps({name: reply["config"][name] for name in sections}, indent=2))
 
@@ -247,12 +276,27 @@ def _time_ns(text: str | None) -> int | None:
         _fail(f"'{text}' is not an ISO 8601 time (for example 2026-11-21T10:00:00)")
 
 
+def _errno_name(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    """An errno symbol as spans record it (EWOULDBLOCK is recorded as EAGAIN), or its number if it has none."""
+    if value is None or value.isdigit():
+        return value
+    code = getattr(errno, value.upper(), None) if value.upper().startswith("E") else None
+    if not isinstance(code, int) or code not in errno.errorcode:
+        close = difflib.get_close_matches(value.upper(), errno.errorcode.values(), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise click.BadParameter(
+            f"{value!r} is not an errno name{hint}; spell it as errno(3) does, e.g. ENOENT, EIO, EACCES, ENOSPC, "
+            "or give its number"
+        )
+    return errno.errorcode[code]
+
+
 @main.command()
-@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--path", "path_glob", help="Glob on file.path, e.g. '/data/*.log'.")
 @click.option("--op", "operation", type=click.Choice([op.value for op in OpName]), help="Operation name.")
 @click.option("--pid", type=int, help="Calling process id.")
-@click.option("--errno", "error_type", help="errno symbol, e.g. ENOENT.")
+@click.option("--errno", "error_type", callback=_errno_name, help="errno symbol, e.g. ENOENT.")
 @click.option("--min-ms", type=click.FloatRange(min=0), help="Only operations at least this slow.")
 @click.option("--since", help="Start time, ISO 8601.")
 @click.option("--until", help="End time, ISO 8601.")
@@ -275,6 +319,7 @@ def traces(
     replay: str | None,
 ) -> None:
     """Search a local span file (the embedded default exporter's output)."""
+    from .local.spanlines import SpanFileError
     from .local.traces import Query, load_spans, render_tree, search, summary
 
     if replay is not None:
@@ -282,11 +327,16 @@ def traces(
 
         try:
             count = replay_file(span_file, replay)
+        except SpanFileError as exc:
+            _fail(str(exc))
         except OSError as exc:
-            _fail(f"replay to {replay} failed: {exc}")
+            _fail(f"replay to {replay} failed: {exc}", FAILURE)
         click.echo(f"replayed {count} requests to {replay}")
         return
-    spans = load_spans(span_file)
+    try:
+        spans = load_spans(span_file)
+    except SpanFileError as exc:
+        _fail(str(exc))
     if show_summary:
         click.echo("\n".join(summary(spans)))
         return
