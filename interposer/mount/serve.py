@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..layers.metrics.layer import MetricsLayer
 from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.layer import TracingLayer
 from ..layers.tracing.setup import TracingSetup, build_tracing
+from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
 from ..layers.tracing.spanfile import rotated
 from ..names import SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
@@ -237,15 +239,24 @@ class Mount:
             pyfuse3.close(unmount=True)
             if self.tracing_layer is not None:
                 self.tracing_layer.close()
-            if self.tracing is not None:
-                self.tracing.shutdown()
-                self._remove_default_span_file()
-            if self.metrics is not None:
-                self.metrics.shutdown()
+            self._stop_telemetry()
             self.health.uninstall()
             self.layers.close()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
+
+    def _stop_telemetry(self) -> None:
+        """Spans and metrics make their last exports at the same time: a dead collector, which each gives up on
+        after ``FINAL_EXPORT_TIMEOUT``, then delays the end of the process once, not twice."""
+        metrics = None
+        if self.metrics is not None:
+            metrics = threading.Thread(target=self.metrics.shutdown, args=(FINAL_EXPORT_TIMEOUT,), name="metrics-stop")
+            metrics.start()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+            self._remove_default_span_file()
+        if metrics is not None:
+            metrics.join()
 
     def _remove_default_span_file(self) -> None:
         """The default span file is in the runtime directory, memory on most systems: it goes with its mount.
