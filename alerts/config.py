@@ -18,7 +18,7 @@ PROMETHEUS_DURATION = r"^((([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9
 """What Prometheus accepts as a duration in a rule's ``for`` and a range selector (prometheus/common
 model.ParseDuration); tests/test_dashboards.py holds it to what promtool accepts and refuses."""
 
-Duration = Annotated[str, StringConstraints(pattern=PROMETHEUS_DURATION)]
+Duration = Annotated[str, StringConstraints(min_length=1, pattern=PROMETHEUS_DURATION)]
 
 
 class AlertConfig(Section):
@@ -69,7 +69,7 @@ def _describe(error: ValidationError) -> list[str]:
         field = ".".join(str(part) for part in item["loc"])
         if item["type"] == "extra_forbidden":
             message = f"unknown field; allowed fields: {', '.join(AlertConfig.model_fields)}"
-        elif item["type"] == "string_pattern_mismatch":
+        elif item["type"] in ("string_pattern_mismatch", "string_too_short"):
             message = (
                 f"{item['input']!r} is not a Prometheus duration; allowed: a number with a unit, e.g. 30s, 10m, 1h30m"
             )
