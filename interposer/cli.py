@@ -234,22 +234,45 @@ def stack_down(context: click.Context) -> None:
 
 @main.command()
 @click.option("--prometheus", default="http://127.0.0.1:9090", show_default=True, help="Prometheus to query.")
-@click.option("--spans", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Span file of the mount.")
+@click.option(
+    "--spans",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Span file of the mount: its sessions and operations, and (unless --mount) which mount to cover.",
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="MOUNTPOINT",
+    help="Cover this mount (repeatable) [default: the span file's mount, else the only one Prometheus has].",
+)
+@click.option("--all-mounts", is_flag=True, help="Cover every mount Prometheus scrapes, summed.")
 @click.option("--since", type=click.IntRange(min=60), default=3600, show_default=True, help="Seconds to cover.")
 @click.option("--rate-window", default="1m", show_default=True, help="Window of the rates plotted.")
 @click.option(
     "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"), show_default=True
 )
-def report(prometheus: str, spans: Path | None, since: int, rate_window: str, output: Path) -> None:
-    """An HTML report: latency heatmap, throughput, errors by errno, top paths, slowest operations."""
+def report(
+    prometheus: str,
+    spans: Path | None,
+    mounts: tuple[str, ...],
+    all_mounts: bool,
+    since: int,
+    rate_window: str,
+    output: Path,
+) -> None:
+    """An HTML report of one mount: requests, latency, errors, throughput, faults, throttling, slow sessions."""
     from .local import report as reporting
+    from .local.spanlines import SpanFileError
 
     try:
-        built = reporting.build(prometheus, spans, since, rate_window)
+        built = reporting.build(prometheus, spans, since, rate_window, mounts, all_mounts)
+    except (reporting.ReportError, SpanFileError) as exc:
+        _fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        _fail(f"cannot query {prometheus}: {exc}")
+        _fail(f"cannot query {prometheus}: {exc}", FAILURE)
     output.write_text(reporting.render(built))
-    click.echo(f"wrote {output}")
+    click.echo(f"wrote {output} ({built.mounts})")
 
 
 @main.command()

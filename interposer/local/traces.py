@@ -19,6 +19,7 @@ from ..names import (
     ATTR_OPERATION,
     ATTR_PID,
     ATTR_TRANSFERRED,
+    RESOURCE_LABELS,
     SPAN_DIRECTORY_SESSION,
     SPAN_FILE_SESSION,
 )
@@ -103,6 +104,16 @@ def load_spans(path: Path) -> list[SpanRecord]:
                     )
     spans.sort(key=lambda record: record.start_ns)
     return spans
+
+
+def resource_labels(path: Path) -> dict[str, str]:
+    """The resource attributes that label the mount's series (``RESOURCE_LABELS``), as its span file records them."""
+    for line in read_requests(path):
+        for resource_spans in line.request["resourceSpans"]:
+            resource = resource_spans.get("resource", {}).get("attributes", [])
+            attributes = {item["key"]: _value(item["value"]) for item in resource}
+            return {key: str(attributes[key]) for key in RESOURCE_LABELS if key in attributes}
+    return {}
 
 
 @dataclass(frozen=True)
