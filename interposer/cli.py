@@ -149,9 +149,7 @@ def _check_runtime_sections(file: Path, sections: dict[str, Any]) -> None:
         if name not in InterposerConfig.model_fields:
             _fail(f"{file}: {name!r} is not a configuration section; allowed while mounted: {allowed}")
         if name not in RUNTIME_SECTIONS:
-            _fail(
-                f"{file}: {name} cannot change while mounted; allowed while mounted: {allowed} (remount for the rest)"
-            )
+            _fail(f"{file}: {name}: cannot change while mounted; allowed: {allowed} (remount for the rest)")
 
 
 @ctl.command(name="set")

@@ -152,8 +152,9 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
         assert len((mount.mountpoint / "log").read_bytes()) == 8 * 64 << 10
         with pytest.raises(OSError):  # the fault rule
             (mount.mountpoint / "broken").read_bytes()
-        (other.mountpoint / "only-here").mkdir()  # an operation the first mount never sees
-        (other.mountpoint / "only-here").rmdir()
+        for _ in range(20):  # busier than most of the first mount's operations, which never include it
+            (other.mountpoint / "only-here").mkdir()
+            (other.mountpoint / "only-here").rmdir()
     now = time.time()
     wait_for(lambda: (prometheus.value("min(timestamp(up))") or 0) > now, timeout=30, what="a scrape after the work")
 
