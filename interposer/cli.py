@@ -299,8 +299,10 @@ def _time_ns(text: str | None) -> int | None:
 
 def _errno_name(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
     """An errno symbol as spans record it (EWOULDBLOCK is recorded as EAGAIN), or its number if it has none."""
-    if value is None or value.isdigit():
-        return value
+    if value is None:
+        return None
+    if value.isdigit():
+        return errno.errorcode.get(int(value), value)
     code = getattr(errno, value.upper(), None) if value.upper().startswith("E") else None
     if not isinstance(code, int) or code not in errno.errorcode:
         close = difflib.get_close_matches(value.upper(), errno.errorcode.values(), n=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import re
 import signal
@@ -326,6 +327,9 @@ def test_traces_reads_rotation_and_partial_lines_and_refuses_other_files(
     assert "ENOENT, EIO" in unknown.stderr
     alias = interposer("traces", str(span_file), "--errno", "ewouldblock")  # spans record EAGAIN
     assert alias.returncode == 0, alias.stderr
+    by_name = interposer("traces", str(span_file), "--errno", "ENOENT").stdout
+    assert "ENOENT" in by_name  # the lookups before each create
+    assert interposer("traces", str(span_file), "--errno", str(errno.ENOENT)).stdout == by_name
 
 
 def test_configuration_reference_speaks_yaml() -> None:
