@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interposer.local.traces import load_spans
+from interposer.local.traces import SpanRecord, load_spans
 from interposer.mount.child import MountProcess
 from interposer.names import (
     ATTR_FAULT,
@@ -334,34 +334,49 @@ def queued(mount: MountProcess, count: int) -> bool:
 def test_throttled_waiters_are_served_in_order_and_do_not_stall_others(
     mount_factory: MountFactory, scratch: Path
 ) -> None:
-    config = {"throttle": {"read_iops": {"rate": 5, "burst": 1}}, "cache": {"direct_io": True}}
+    """Judged by the mount's own span times, not by when the caller's threads get the CPU back.
+
+    Six reads queue for a limit of 2 reads/s (burst 1), so the last is served (6 - 1) / 2 = 2.5 s after the
+    first; requests the limit does not cover (creates) must all be served before that queue drains.
+    """
+    rate, burst, reads = 2, 1, 6
+    span_file = scratch / "spans.jsonl"
+    config = {
+        "throttle": {"read_iops": {"rate": rate, "burst": burst}},
+        "cache": {"direct_io": True},
+        "tracing": {"file": str(span_file), "export_delay": 0.1},
+    }
     mount = mount_with(mount_factory, scratch, config)
-    for index in range(6):
+    for index in range(reads):
         (mount.backing / f"f{index}").write_bytes(b"x")
-    finished: list[int] = []
-    descriptors = [os.open(mount.mountpoint / f"f{index}", os.O_RDONLY) for index in range(6)]
+    descriptors = [os.open(mount.mountpoint / f"f{index}", os.O_RDONLY) for index in range(reads)]
     try:
         threads = []
-
-        def read(index: int, fd: int) -> None:
-            os.pread(fd, 1, 0)
-            finished.append(index)
-
         for index, fd in enumerate(descriptors):
-            thread = threading.Thread(target=read, args=(index, fd))
+            thread = threading.Thread(target=os.pread, args=(fd, 1, 0))
             thread.start()
             threads.append(thread)
             wait_for(functools.partial(queued, mount, index), what=f"read {index} to queue")
-        started = time.monotonic()
         for index in range(20):
             (mount.mountpoint / f"meta-{index}").write_bytes(b"")  # no read: not throttled
-        assert time.monotonic() - started < 0.5
         for thread in threads:
             thread.join()
     finally:
         for fd in descriptors:
             os.close(fd)
-    assert finished == sorted(finished)
+
+    def served() -> tuple[list[SpanRecord], list[SpanRecord]]:
+        spans = load_spans(span_file) if span_file.exists() else []
+        return [s for s in spans if s.name == "fuse.read"], [s for s in spans if s.name == "fuse.create"]
+
+    wait_for(lambda: [len(kind) for kind in served()] == [reads, 20], what="the spans of every read and create")
+    read_spans, creates = served()
+    in_service_order = [span.path for span in sorted(read_spans, key=lambda span: span.end_ns)]
+    assert in_service_order == [f"/f{index}" for index in range(reads)]
+    drained = max(span.end_ns for span in read_spans)
+    assert max(span.end_ns for span in creates) < drained, "creates waited behind the throttled reads"
+    arrived = min(span.start_ns for span in read_spans)  # spans start outside the throttle, on arrival
+    assert (drained - arrived) / 1e9 >= (reads - burst) / rate  # the limit held them apart
 
 
 def test_crash_drops_exactly_the_unsynced_writes(mount_factory: MountFactory, scratch: Path) -> None:
