@@ -193,6 +193,13 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
         assert session["bars"]
         assert all(_inside(item["bar"], item["lane"], slack=0.5) for item in session["bars"])
 
+    bad_window = interposer(
+        "report", "--prometheus", prometheus.url, "--all-mounts", "--rate-window", "1 minute", "--output", str(page)
+    )
+    assert bad_window.returncode == 2
+    assert "Prometheus refused" in bad_window.stderr
+    assert "[1 minute]" in bad_window.stderr
+
     theirs = scratch / "other.html"
     assert _report(prometheus, theirs, "--mount", str(other.mountpoint)).returncode == 0
     assert ">mkdir</text>" in theirs.read_text()

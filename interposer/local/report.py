@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -90,8 +91,14 @@ class Prometheus:
 
     def _get(self, path: str, parameters: dict[str, Any]) -> Any:
         query = urllib.parse.urlencode(parameters, doseq=True)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as response:
-            reply: dict[str, Any] = json.load(response)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as response:
+                reply: dict[str, Any] = json.load(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 400:  # Prometheus's answer to a query it cannot parse (a bad --rate-window)
+                raise
+            refusal = json.load(exc).get("error")
+            raise ReportError(f"Prometheus refused {parameters.get('query', path)}: {refusal}") from None
         if reply.get("status") != "success":
             raise RuntimeError(f"Prometheus refused {parameters}: {reply.get('error')}")
         return reply["data"]
