@@ -23,13 +23,14 @@ import marshal
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pydantic import ValidationError
 
@@ -39,7 +40,7 @@ from ...logs import configure_logging
 from ...names import SCOPE_NAME, SIGNAL_TRACES
 from ...telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
 from .records import SpanData, span_data, to_span
-from .shipper import MAX_MESSAGE
+from .shipper import FINAL_EXPORT_TIMEOUT, MAX_MESSAGE
 from .spanfile import SpanFile
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,9 @@ class FileExport:
 class SdkExport:
     """The SDK's spans through its batch processor (bounded queue, export thread) to an SDK exporter."""
 
-    def __init__(self, processor: SpanProcessor, resource: Resource) -> None:
+    def __init__(self, processor: SpanProcessor, exporter: SpanExporter, resource: Resource) -> None:
         self._processor = processor
+        self._exporter = exporter
         self._resource = resource
         self._scope = InstrumentationScope(*SCOPE)
 
@@ -117,7 +119,17 @@ class SdkExport:
         return None  # the processor's own thread exports on its schedule
 
     def close(self) -> None:
-        self._processor.shutdown()
+        """Export what is queued, but stop a collector's retries after ``FINAL_EXPORT_TIMEOUT``.
+
+        The mount's process waits for this one to exit; with a dead collector the SDK would retry each
+        batch for its whole timeout, keeping a finished mount's process alive for most of a minute.
+        """
+        deadline = threading.Timer(FINAL_EXPORT_TIMEOUT, self._exporter.shutdown)
+        deadline.start()
+        try:
+            self._processor.shutdown()
+        finally:
+            deadline.cancel()
 
 
 def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str, float]:
@@ -131,13 +143,15 @@ def _build(setup: dict[str, Any], health: TelemetryHealth) -> tuple[Export, str,
             raise ConfigError(f"tracing.file: cannot write spans to {path}: {exc.strerror or exc}") from exc
         return FileExport(file, config, health), str(path), min(config.export_delay, REPORT_INTERVAL)
     exporter, destination = otlp_exporter(SIGNAL_TRACES, config, "tracing")
+    counting = CountingSpanExporter(exporter, health)
     processor = BatchSpanProcessor(
-        CountingSpanExporter(exporter, health),
+        counting,
         max_queue_size=config.max_queue_size,
         schedule_delay_millis=config.export_delay * 1000,
         max_export_batch_size=min(MAX_BATCH, config.max_queue_size),
     )
-    return SdkExport(processor, Resource(setup["resource"], setup["schema_url"])), destination, REPORT_INTERVAL
+    resource = Resource(setup["resource"], setup["schema_url"])
+    return SdkExport(processor, counting, resource), destination, REPORT_INTERVAL
 
 
 def _report(channel: socket.socket, message: dict[str, Any]) -> None:
