@@ -26,6 +26,7 @@ import click
 
 from interposer.mount.child import MountProcess
 
+from .profile import profile_workloads
 from .references import example_mount, floor_mount
 from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Workload
 
@@ -62,13 +63,25 @@ def machine() -> dict[str, str]:
     help="Also run pyfuse3's passthrough example and the do-nothing pyfuse3 file system, and report ratios to them.",
 )
 @click.option(
+    "--profile",
+    is_flag=True,
+    help="Then run each workload once more on a profiled mount and split the server's time per request by stage "
+    "(pyfuse3 and trio, adapter, each layer, backend, syscalls): benchmarks/profile.py.",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("benchmarks/results/latest.json"),
     show_default=True,
 )
 def main(
-    workdir: Path | None, quick: bool, only: tuple[str, ...], mount_args: str, references: bool, output: Path
+    workdir: Path | None,
+    quick: bool,
+    only: tuple[str, ...],
+    mount_args: str,
+    references: bool,
+    profile: bool,
+    output: Path,
 ) -> None:
     """Benchmark the interposer against the native directory and the references, and print the ratios."""
     settings = Settings.quick() if quick else Settings()
@@ -83,6 +96,7 @@ def main(
     arguments = ["--config", str(base / "bench.yaml"), *shlex.split(mount_args)]
     selected = [w for w in WORKLOADS if not only or w.name in only]
     results = []
+    profiles: dict[str, dict[str, dict[str, float]]] = {}
     try:
         with ExitStack() as mounts:
             log = mounts.enter_context((base / "interposer.log").open("wb"))
@@ -98,11 +112,22 @@ def main(
                 result = run_workload(workload, targets, settings)
                 results.append(result.as_json())
                 click.echo(result.describe())
+        if profile:
+            profiles = profile_workloads(selected, base, arguments, settings)
+            for name, figures in profiles.items():
+                stages = ", ".join(f"{stage} {us:.1f}" for stage, us in figures["microseconds_per_request"].items())
+                click.echo(f"{name:22} µs per request: {stages}")
     finally:
         if workdir is None:
             shutil.rmtree(base, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "settings": asdict(settings), "mount_args": mount_args, "results": results}
+    report = {
+        "machine": machine(),
+        "settings": asdict(settings),
+        "mount_args": mount_args,
+        "results": results,
+        "profile": profiles,
+    }
     output.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(f"results written to {output}")
 

@@ -7,8 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
-from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS
+from benchmarks.profile import (
+    LAYER_STAGE_PREFIX,
+    STAGE_ADAPTER,
+    STAGE_BACKEND,
+    STAGE_FRAMEWORK,
+    STAGE_OTHER,
+    STAGE_SYSCALLS,
+    stage_of,
+)
+from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings
 
 from .conftest import require_command, require_fuse
 
@@ -53,3 +64,32 @@ def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
     assert set(ratios["stat"]) == set(VARIANTS)
     assert ratios["stat"][BASELINE] == 1.0
     assert all(ratio > 0 for ratio in ratios["stat"].values())
+
+
+@pytest.mark.parametrize(
+    ("filename", "function", "stage"),
+    [
+        ("/v/site-packages/trio/_core/_run.py", "unrolled_run", STAGE_FRAMEWORK),
+        ("/v/site-packages/pyfuse3/_pyfuse3.py", "wrapper", STAGE_FRAMEWORK),
+        ("/src/interposer/fuse/adapter.py", "lookup", STAGE_ADAPTER),
+        ("/src/interposer/layers/tracing/layer.py", "__call__", LAYER_STAGE_PREFIX + "tracing"),
+        ("/src/interposer/backends/passthrough.py", "read", STAGE_BACKEND),
+        ("~", "<built-in method posix.pread>", STAGE_SYSCALLS),
+        ("~", "<method 'poll' of 'select.epoll' objects>", None),
+        ("/src/interposer/names.py", "x", STAGE_OTHER),
+    ],
+)
+def test_profile_stages_follow_the_folder_layout(filename: str, function: str, stage: str | None) -> None:
+    assert stage_of(filename, function) == stage
+
+
+def test_quick_profile_splits_a_request_into_stages(scratch: Path) -> None:
+    require_fuse()
+    output = scratch / "profile.json"
+    run_benchmark("benchmarks", "--quick", "--no-references", "--only", "stat", "--profile", "--output", str(output))
+    profile = json.loads(output.read_text())["profile"]["stat"]
+    # One cold stat is one LOOKUP, counted by the adapter's handler in the profile itself.
+    assert profile["requests"]["lookup"] >= Settings.quick().files, profile
+    stages = profile["microseconds_per_request"]
+    for stage in (STAGE_FRAMEWORK, STAGE_ADAPTER, STAGE_BACKEND, STAGE_SYSCALLS, LAYER_STAGE_PREFIX + "tracing"):
+        assert stages.get(stage, 0) > 0, (stage, stages)
