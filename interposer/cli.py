@@ -213,7 +213,12 @@ def stack_down(context: click.Context) -> None:
 )
 def report(prometheus: str, spans: Path | None, since: int, rate_window: str, output: Path) -> None:
     """An HTML report: latency heatmap, throughput, errors by errno, top paths, slowest operations."""
-    from . import report as reporting
+    try:
+        from . import report as reporting
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        _fail("interposer report needs the 'report' extra (matplotlib): pip install 'cnfs-interposer[report]'")
 
     try:
         built = reporting.build(prometheus, spans, since, rate_window)
