@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,8 +23,10 @@ from .conftest import wait_for
 class CsiPlugin:
     """``interposer csi`` with its directories under ``root``: kubelet, host root, volumes and state."""
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    def __init__(self, root: Path, *extra: str, program: Sequence[str] = (sys.executable, "-m", "interposer")) -> None:
+        """``program`` is the command line that runs ``interposer``: this checkout's by default."""
         self.root = root
+        self.program = list(program)
         self.socket = root / "plugin" / "csi.sock"
         self.kubelet = root / "kubelet"
         self.host = root / "host"
@@ -36,7 +39,7 @@ class CsiPlugin:
 
     def start(self) -> CsiPlugin:
         command = [
-            sys.executable, "-m", "interposer", "csi",
+            *self.program, "csi",
             "--endpoint", f"unix://{self.socket}",
             "--node-id", "node-a",
             "--state-dir", str(self.state),
@@ -46,7 +49,8 @@ class CsiPlugin:
             *self.extra,
         ]  # fmt: skip
         log = (self.root / "plugin.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        # Run outside the checkout, so `python -m interposer` finds the package it was installed with.
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root)
         log.close()
         wait_for(self._ready, timeout=20, what="the CSI plugin's socket to answer Probe")
         return self
