@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.protobuf.message import Message
@@ -37,7 +37,7 @@ class CsiPlugin:
         for directory in (self.kubelet, self.host):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> CsiPlugin:
+    def start(self) -> Self:
         command = [
             *self.program, "csi",
             "--endpoint", f"unix://{self.socket}",
@@ -106,7 +106,7 @@ class CsiPlugin:
             for suffix in (".sock", ".spans.jsonl", ".spans.jsonl.1"):
                 runtime_path_for(publication.target_path, suffix).unlink(missing_ok=True)
 
-    def __enter__(self) -> CsiPlugin:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

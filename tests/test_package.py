@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 import interposer
 from interposer.csi import csi_pb2
 from interposer.mounts import mount_at
 from interposer.names import CSI_DRIVER_NAME
+from tools import image
 
 from .conftest import require_fuse
 from .csi_plugin import CsiPlugin
@@ -127,3 +129,12 @@ def test_the_installed_csi_driver_serves_identity_and_node(installed: Installed,
         assert (plugin.host / "data" / "through-the-wheel").read_text() == "ok"
         unpublish(plugin, "csi-wheel", target)
         assert mount_at(target) is None
+
+
+def test_the_charts_image_is_the_one_tasks_builds() -> None:
+    """One source for the image's tag: the package version, which is the chart's appVersion."""
+    chart = yaml.safe_load((ROOT / "charts" / "interposer" / "Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts" / "interposer" / "values.yaml").read_text())
+    assert chart["appVersion"] == interposer.__version__
+    assert values["image"]["tag"] == "", "an empty tag makes the chart use its appVersion"
+    assert image.reference() == f"{values['image']['repository']}:{chart['appVersion']}"
