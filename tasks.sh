@@ -21,8 +21,8 @@ SYSTEM_PACKAGES=(
   fio attr tar
   prometheus prometheus-alertmanager chromium
 )
-# The image is built with buildah (as root, vfs storage, chroot isolation: no daemon and no extra
-# kernel features) on a base image made with debootstrap.
+# The image is built with buildah (as root, overlay storage, chroot isolation: no daemon, no
+# cgroups) on a base image made with debootstrap.
 IMAGE_PACKAGES=(buildah debootstrap)
 
 as_root() {
