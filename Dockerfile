@@ -10,7 +10,7 @@ RUN --mount=type=secret,id=aptconf,target=/etc/apt/apt.conf.d/99build-host \
     --mount=type=secret,id=cacert,target=/etc/ssl/certs/build-host-ca.crt \
     apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc pkg-config libfuse3-dev \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py MANIFEST.in README.md /src/
 COPY interposer /src/interposer
 # interposer/data links to the generated rule file the chart ships.
@@ -30,7 +30,7 @@ RUN --mount=type=secret,id=aptconf,target=/etc/apt/apt.conf.d/99build-host \
     --mount=type=secret,id=cacert,target=/etc/ssl/certs/build-host-ca.crt \
     apt-get update \
  && apt-get install -y --no-install-recommends python3 fuse3 libfuse3-3 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/interposer /opt/interposer
 # Passed by tools/image.py: the package version, the git commit, the source repository.
 ARG VERSION
