@@ -177,6 +177,14 @@ class ContainerPlugin(CsiPlugin):
         return code
 
 
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its parent (the plugin, which reaps its servers in its own time) has yet to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_the_image_serves_csi_and_publishes_a_fuse_volume(container: str, scratch: Path) -> None:
     require_fuse()
     with ContainerPlugin(scratch, container) as plugin:
@@ -194,11 +202,12 @@ def test_the_image_serves_csi_and_publishes_a_fuse_volume(container: str, scratc
         plugin.inside(target / "written-in-the-container").write_text("through the image's mount")
         assert (backing / "written-in-the-container").read_text() == "through the image's mount"
         [publication] = plugin.publications()
+        server = publication.pid
+        assert server is not None
 
         unpublish(plugin, "csi-image", target)
         assert str(target) not in plugin.mounts()
         assert plugin.publications() == []
-        assert publication.pid is not None
-        wait_for(lambda: not Path(f"/proc/{publication.pid}").exists(), what="the volume's server to exit")
+        wait_for(lambda: exited(server), what="the volume's server to exit")
         assert plugin.stop() == 0
     assert str(scratch) not in Path("/proc/self/mountinfo").read_text(), "nothing is left mounted"
