@@ -32,14 +32,9 @@ RUN --mount=type=secret,id=aptconf,target=/etc/apt/apt.conf.d/99build-host \
  && apt-get install -y --no-install-recommends python3 fuse3 libfuse3-3 \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/interposer /opt/interposer
-# Passed by tools/image.py: the package version, the git commit, the source repository.
-ARG VERSION
-ARG REVISION
-ARG SOURCE
+# tools/image.py adds the labels and annotations that change with every commit (version, revision,
+# source) once the build is done: buildah's layer cache does not see a changed build argument.
 LABEL org.opencontainers.image.title="cnfs-interposer" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/interposer/bin:$PATH PYTHONUNBUFFERED=1
 # Not root by default: `interposer mount` of a directory this user owns needs no more than

@@ -205,27 +205,35 @@ def image_annotations() -> dict[str, str]:
     }
 
 
+def annotate(name: str, notes: dict[str, str]) -> None:
+    """Set ``notes`` as the labels and annotations of image ``name``.
+
+    Done after the build, not with build arguments: buildah's layer cache
+    reuses a step whose build argument changed, which would keep the old
+    revision.
+    """
+    container = buildah("from", "--pull-never", "--quiet", name, capture=True)
+    try:
+        settings = [f"--{kind}={key}={value}" for key, value in notes.items() for kind in ("label", "annotation")]
+        buildah("config", *settings, container)
+        buildah("commit", "--quiet", container, name)
+    finally:
+        buildah("rm", container)
+
+
 def build(archive: Path = ARCHIVE, extra: Sequence[str] = ()) -> str:
     """Build the image from the Dockerfile and write ``archive``; returns the image's reference."""
     base, release = base_image()
     if not has_image(base):
         make_base(base, release)
     name = reference()
-    notes = image_annotations()
-    build_args = {
-        "VERSION": notes["org.opencontainers.image.version"],
-        "REVISION": notes["org.opencontainers.image.revision"],
-        "SOURCE": notes["org.opencontainers.image.source"],
-    }
     click.echo(f"==> buildah bud {name}")
     with build_secrets() as secrets:
         buildah(
             "bud", "--layers", "--pull-never", "--isolation", "chroot", "--format", "oci",
-            *secrets,
-            *(f"--build-arg={key}={value}" for key, value in build_args.items()),
-            *(f"--annotation={key}={value}" for key, value in notes.items()),
-            "--file", str(DOCKERFILE), "--tag", name, *extra, str(ROOT),
+            *secrets, "--file", str(DOCKERFILE), "--tag", name, *extra, str(ROOT),
         )  # fmt: skip
+    annotate(name, image_annotations())
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.unlink(missing_ok=True)
     buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
