@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import interposer
 from interposer.csi import csi_pb2
@@ -41,6 +42,8 @@ from .test_csi import POD, publish, target_in, unpublish
 BUILD_HOST_FILES = ("etc/pip.conf", "etc/apt/apt.conf.d/99build-host", image.CA_TARGET.lstrip("/"))
 """Where the build mounts this machine's settings: none may be in a layer."""
 REVISION = "org.opencontainers.image.revision"
+KIND_LOAD = image.ROOT / "tools" / "reference" / "kind-load.yaml"
+"""How kind names an archive's image (python -m tools.reference.kind_load)."""
 NOT_IN_THE_RUNTIME = (
     "site-packages/matplotlib/",
     "site-packages/grpc_tools/",
@@ -111,7 +114,12 @@ def container(archive: Archive) -> Iterator[str]:
 
 def test_the_archive_carries_the_charts_reference_and_the_oci_annotations(archive: Archive) -> None:
     [descriptor] = archive.index["manifests"]
-    assert descriptor["annotations"]["org.opencontainers.image.ref.name"] == image.reference()
+    name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
+    assert name == image.reference()
+    # kind load image-archive imports without a base name, so containerd keeps only a full reference as is.
+    facts = yaml.safe_load(KIND_LOAD.read_text())
+    assert not [word for word in facts["kind"]["import_command"] if word.startswith(("--base-name", "--index-name"))]
+    assert set(name) & set(facts["containerd"]["full_reference_characters"])
     expected = {
         "org.opencontainers.image.version": interposer.__version__,
         "org.opencontainers.image.source": image.source_url(),
