@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -219,3 +220,25 @@ def test_the_image_serves_csi_and_publishes_a_fuse_volume(container: str, scratc
         wait_for(lambda: exited(server), what="the volume's server to exit")
         assert plugin.stop() == 0
     assert str(scratch) not in Path("/proc/self/mountinfo").read_text(), "nothing is left mounted"
+
+
+def test_the_base_release_and_mirror_come_from_the_dockerfile_and_apt_sources(tmp_path: Path) -> None:
+    assert image.base_image() == ("debian:bookworm-slim", "bookworm")
+    (tmp_path / "Dockerfile").write_text("FROM debian:bookworm-slim AS build\nFROM ubuntu:24.04\n")
+    with pytest.raises(click.ClickException, match="expected one base image"):
+        image.base_image(tmp_path / "Dockerfile")
+    (tmp_path / "Dockerfile").write_text("FROM alpine:3\n")
+    with pytest.raises(click.ClickException, match="allowed: debian:<release>"):
+        image.base_image(tmp_path / "Dockerfile")
+
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n\n"
+        "Types: deb\n# a comment: with a colon\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+    )
+    assert image.debian_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://old.example/debian trixie main\n")
+    assert image.debian_mirror("trixie", tmp_path) == "http://old.example/debian"
+    with pytest.raises(click.ClickException, match="no apt source for Debian sid"):
+        image.debian_mirror("sid", tmp_path)

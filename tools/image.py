@@ -81,7 +81,7 @@ def debian_mirror(release: str, apt_dir: Path = Path("/etc/apt")) -> str:
             fields = dict(
                 line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
             )
-            if fields.get("Types", "").split() == ["deb"] and release in fields.get("Suites", "").split():
+            if "deb" in fields.get("Types", "").split() and release in fields.get("Suites", "").split():
                 return fields["URIs"].split()[0]
     for path in [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]:
         for line in path.read_text().splitlines() if path.is_file() else []:
@@ -136,28 +136,42 @@ def make_base(base: str, release: str) -> None:
         buildah("rm", container)
 
 
+def proxy_from_environment(scheme: str) -> str | None:
+    """The proxy this process's environment names for ``scheme`` (curl's and pip's convention)."""
+    return os.environ.get(f"{scheme}_proxy") or os.environ.get(f"{scheme.upper()}_PROXY")
+
+
 def pip_network_settings() -> list[str]:
-    """``key = value`` lines of this machine's pip configuration (files and PIP_* variables) that reach an index."""
+    """``key = value`` lines of this machine's pip configuration (files and PIP_* variables) that reach an index.
+
+    Index URLs that are local paths (``file:``, find-links directories) stay on this machine.
+    """
     listed = subprocess.run(
         [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True
     ).stdout
     settings: dict[str, str] = {}
     for line in listed.splitlines():
         key, _, value = line.partition("=")
-        name = key.rpartition(".")[2]
-        value = value.strip().strip("'\"")
-        if name in PIP_NETWORK_KEYS:
-            kept = [word for word in value.split() if name not in ("index-url", "extra-index-url") or "://" in word]
-            kept = [word for word in kept if not word.startswith("file:")]
-            if kept:
-                settings[name] = " ".join(kept)
+        name, value = key.rpartition(".")[2], value.strip().strip("'\"")
+        if name in ("index-url", "extra-index-url"):
+            value = " ".join(word for word in value.split() if word.startswith(("http://", "https://")))
+        if name in PIP_NETWORK_KEYS and value:
+            settings[name] = value
+    proxy = proxy_from_environment("https")
+    if proxy and "proxy" not in settings:
+        settings["proxy"] = proxy
     return [f"{name} = {value}" for name, value in settings.items()]
 
 
 def apt_proxy_settings() -> list[str]:
-    """This machine's apt proxy settings, as apt.conf lines."""
+    """This machine's apt proxy settings (apt's configuration, else the environment), as apt.conf lines."""
     dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, check=True).stdout
-    return [line for line in dump.splitlines() if re.match(r"Acquire::(https?|ftp)::Proxy", line)]
+    lines = [line for line in dump.splitlines() if re.match(r"Acquire::(https?|ftp)::Proxy", line)]
+    for scheme in ("http", "https"):
+        proxy = proxy_from_environment(scheme)
+        if proxy and not any(line.startswith(f"Acquire::{scheme}::Proxy") for line in lines):
+            lines.append(f'Acquire::{scheme}::Proxy "{proxy}";')
+    return lines
 
 
 def ca_bundle() -> Path | None:
