@@ -37,9 +37,9 @@ COPY --from=build /opt/interposer /opt/interposer
 LABEL org.opencontainers.image.title="cnfs-interposer" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/interposer/bin:$PATH PYTHONUNBUFFERED=1
-# Not root by default: `interposer mount` of a directory this user owns needs no more than
-# /dev/fuse (fusermount3 is setuid). The CSI node plugin mounts volumes for kubelet, which
-# takes mount(2) with CAP_SYS_ADMIN, so the chart runs that container as root explicitly.
+# Not root by default: only mounting needs root. The CSI node plugin mounts volumes for kubelet
+# (mount(2), CAP_SYS_ADMIN), so the chart runs that container as root explicitly. As this user,
+# `interposer mount` mounts through the setuid fusermount3, where the container allows mounts.
 USER 65532:65532
 ENTRYPOINT ["interposer"]
 CMD ["csi", "--help"]
