@@ -61,9 +61,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     venv = work / "venv"
     subprocess.run([DEBIAN_PYTHON, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, cwd=work)
-    # The scratch directories of the mount tests are traversable by every user; so must the venv be.
-    work.chmod(0o755)
-    work.parent.chmod(0o755)
     return Installed(sdist, wheel, venv)
 
 
