@@ -261,7 +261,12 @@ def report(
     output: Path,
 ) -> None:
     """An HTML report of one mount: requests, latency, errors, throughput, faults, throttling, slow sessions."""
-    from .local import report as reporting
+    try:
+        from .local import report as reporting
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        _fail("interposer report needs the 'report' extra (matplotlib): pip install 'cnfs-interposer[report]'")
     from .local.spanlines import SpanFileError
 
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from google.protobuf.message import Message
@@ -26,7 +27,8 @@ class CsiPlugin:
 
     With ``cgroup`` the plugin runs in that cgroup v2 directory, as a container
     would, and ``server_cgroup`` is where it puts the volumes' servers.
-    ``python`` is the interpreter of the install that runs it (another version);
+    ``program`` is the command line that runs ``interposer``: this checkout's by default, another install's
+    for an upgrade or a wheel;
     ``env`` adds variables to its environment, which its servers inherit.
     """
 
@@ -36,10 +38,11 @@ class CsiPlugin:
         *extra: str,
         cgroup: Path | None = None,
         server_cgroup: Path | None = None,
-        python: str = sys.executable,
+        program: Sequence[str] = (sys.executable, "-m", "interposer"),
         env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.program = list(program)
         self.socket = root / "plugin" / "csi.sock"
         self.kubelet = root / "kubelet"
         self.host = root / "host"
@@ -48,15 +51,14 @@ class CsiPlugin:
         self.extra = extra
         self.cgroup = cgroup
         self.server_cgroup = server_cgroup
-        self.python = python
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         for directory in (self.kubelet, self.host):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> CsiPlugin:
+    def start(self) -> Self:
         command = [
-            self.python, "-m", "interposer", "csi",
+            *self.program, "csi",
             "--endpoint", f"unix://{self.socket}",
             "--node-id", "node-a",
             "--state-dir", str(self.state),
@@ -144,7 +146,7 @@ class CsiPlugin:
             for suffix in (".sock", ".handover.sock", ".spans.jsonl", ".spans.jsonl.1"):
                 runtime_path_for(publication.target_path, suffix).unlink(missing_ok=True)
 
-    def __enter__(self) -> CsiPlugin:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -202,9 +202,7 @@ def other_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """The repository's files, copied and installed (not editable) in a venv of its own under another version.
 
     The dependencies come from this environment (a .pth line), so nothing is
-    downloaded.  If the installed package lacks the generated CSI protobuf
-    module (a wheel built before it was generated at build time), it is
-    generated into that install here.
+    downloaded.  The build generates the CSI protobuf module into the install.
     """
     root = tmp_path_factory.mktemp("other-install")
     source = root / "source"
@@ -234,9 +232,7 @@ def other_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     )
     installed = Path(purelib) / "interposer"
     assert installed.is_dir(), "the other install holds its own copy of the package"
-    if not (installed / "csi" / "csi_pb2.py").exists():
-        shutil.copy(source / "interposer" / "csi" / "csi.proto", installed / "csi" / "csi.proto")
-        subprocess.run([python, "-m", "interposer.csi.protogen"], check=True, capture_output=True, cwd=root)
+    assert (installed / "csi" / "csi_pb2.py").is_file(), "the build generates the CSI protobuf module"
     located = subprocess.run(
         [python, "-c", "import interposer; print(interposer.__file__)"],
         capture_output=True,
@@ -254,7 +250,9 @@ def test_volumes_keep_serving_across_an_upgrade_of_the_plugin(
     plugin_cgroup, server_cgroup = cgroups
     new_python, new_version = other_install
     old = CsiPlugin(scratch, cgroup=plugin_cgroup, server_cgroup=server_cgroup)
-    new = CsiPlugin(scratch, cgroup=plugin_cgroup, server_cgroup=server_cgroup, python=new_python)
+    new = CsiPlugin(
+        scratch, cgroup=plugin_cgroup, server_cgroup=server_cgroup, program=(new_python, "-m", "interposer")
+    )
     try:
         old.start()
         targets = publish_volumes(old, 2)
