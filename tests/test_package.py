@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from interposer.mount.table import mount_at
 
 import interposer
 from interposer.csi import csi_pb2
+from interposer.mount.table import mount_at
 from interposer.names import CSI_DRIVER_NAME
 from tools import image
 
