@@ -18,7 +18,12 @@ MESSAGE = b"fuse"
 
 
 def listen(path: Path) -> socket.socket:
-    """The server's listening socket (only its owner may connect)."""
+    """The server's listening socket (only its owner may connect), in a private directory made if missing.
+
+    The local launcher's sockets live in the runtime directory, which nothing
+    may have made yet on a fresh machine or in a fresh container.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
