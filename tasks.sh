@@ -5,6 +5,7 @@
 #   ./tasks.sh demo    mount a sample directory, run a real workload in it, report, unmount
 #   ./tasks.sh test    lint, type-check and run the whole test suite
 #   ./tasks.sh bench   benchmark the mount against the native directory (benchmarks/)
+#   ./tasks.sh image   build the driver's container image into dist/image.oci.tar (tools/image.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,9 @@ SYSTEM_PACKAGES=(
   fio attr tar
   prometheus prometheus-alertmanager chromium
 )
+# The image is built with buildah (as root, overlay storage, chroot isolation: no daemon, no
+# cgroups) on a base image made with debootstrap.
+IMAGE_PACKAGES=(buildah debootstrap)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -27,7 +31,7 @@ as_root() {
 
 install_system_packages() {
   local missing=() package
-  for package in "${SYSTEM_PACKAGES[@]}"; do
+  for package in "${SYSTEM_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
@@ -80,6 +84,10 @@ setup_helm() {
   fi
 }
 
+build_image() {
+  .venv/bin/python -m tools.image "$@"
+}
+
 generate() {
   .venv/bin/python -m dashboards
   .venv/bin/python -m alerts
@@ -95,10 +103,13 @@ case "$command" in
     exec .venv/bin/interposer demo "${@:2}"
     ;;
   test)
-    install_system_packages
+    install_system_packages "${IMAGE_PACKAGES[@]}"
     setup_python
     setup_node
     setup_helm
+    # tests/test_image.py runs the image this writes.
+    echo "==> image"
+    build_image
     echo "==> ruff"
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
@@ -112,12 +123,17 @@ case "$command" in
     setup_python
     exec .venv/bin/python -m benchmarks "${@:2}"
     ;;
+  image)
+    install_system_packages "${IMAGE_PACKAGES[@]}"
+    setup_python
+    build_image "${@:2}"
+    ;;
   generate)
     setup_python
     generate
     ;;
   *)
-    echo "usage: $0 demo|test|bench|generate [args...]" >&2
+    echo "usage: $0 demo|test|bench|image|generate [args...]" >&2
     exit 2
     ;;
 esac

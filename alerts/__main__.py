@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -35,7 +36,8 @@ def main(config_path: Path | None, output: Path) -> None:
     try:
         files = render(config_path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        click.echo(f"alerts: {exc}", err=True)
+        sys.exit(2)  # a configuration error, as click exits for a bad option
     output.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (output / name).write_text(text)

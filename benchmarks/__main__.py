@@ -1,8 +1,11 @@
-"""``python -m benchmarks``: time each workload on the native directory and through the mount, in one run.
+"""``python -m benchmarks``: time each workload natively, through the mount and through references, in one run.
 
-Both directories are on the same file system; the mount serves a backing
-directory beside the native one.  The figure printed per workload is the ratio
-mount/native of their speeds, with the floor it must not fall below.
+All directories are on the same file system; each mount serves a backing
+directory beside the native one.  Per workload it prints the ratio
+mount/native of their speeds (with the floor it must not fall below), and the
+ratios of the mount to the references of benchmarks/references.py: pyfuse3's
+own passthrough example and, for the metadata workload, the do-nothing
+pyfuse3 file system.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
 from interposer.mount.child import MountProcess
 
-from .workloads import WORKLOADS, Settings, Target
+from .profile import profile_workloads
+from .references import example_mount, floor_mount
+from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Workload
 
 
 def machine() -> dict[str, str]:
@@ -51,59 +57,135 @@ def machine() -> dict[str, str]:
     help="Extra arguments for 'interposer mount', as one string (a --config here replaces the benchmark's own).",
 )
 @click.option(
+    "--references/--no-references",
+    default=True,
+    show_default=True,
+    help="Also run pyfuse3's passthrough example and the do-nothing pyfuse3 file system, and report ratios to them.",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Then run each workload once more on a profiled mount and split the server's time per request by stage "
+    "(pyfuse3 and trio, adapter, each layer, backend, syscalls): benchmarks/profile.py.",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("benchmarks/results/latest.json"),
     show_default=True,
 )
-def main(workdir: Path | None, quick: bool, only: tuple[str, ...], mount_args: str, output: Path) -> None:
-    """Benchmark the interposer against the native directory and print mount/native ratios."""
+def main(
+    workdir: Path | None,
+    quick: bool,
+    only: tuple[str, ...],
+    mount_args: str,
+    references: bool,
+    profile: bool,
+    output: Path,
+) -> None:
+    """Benchmark the interposer against the native directory and the references, and print the ratios."""
     settings = Settings.quick() if quick else Settings()
     base = workdir or Path(tempfile.mkdtemp(prefix="interposer-bench-", dir="/dev/shm"))
     native, backing, mountpoint = base / "native", base / "backing", base / "mnt"
-    for path in (native, backing, mountpoint):
+    example_backing, example_mountpoint, floor_mountpoint = base / "example-backing", base / "example", base / "floor"
+    scratch = base / "do-nothing-scratch"
+    for path in (native, backing, mountpoint, example_backing, example_mountpoint, floor_mountpoint, scratch):
         path.mkdir(parents=True, exist_ok=True)
     # The mount's spans stay in the scratch directory (the default would be a file in /run per mountpoint).
     (base / "bench.yaml").write_text(f"tracing:\n  file: {base / 'spans.jsonl'}\n")
     arguments = ["--config", str(base / "bench.yaml"), *shlex.split(mount_args)]
     selected = [w for w in WORKLOADS if not only or w.name in only]
     results = []
+    profiles: dict[str, dict[str, dict[str, float]]] = {}
     try:
-        with (
-            (base / "interposer.log").open("wb") as log,
-            MountProcess(backing, mountpoint, arguments, log=log),
-        ):
+        with ExitStack() as mounts:
+            log = mounts.enter_context((base / "interposer.log").open("wb"))
+            mounts.enter_context(MountProcess(backing, mountpoint, arguments, log=log))
+            targets = {"native": Target(native, native), "mount": Target(mountpoint, backing)}
+            if references:
+                mounts.enter_context(example_mount(example_backing, example_mountpoint, base / "example.log"))
+                mounts.enter_context(floor_mount(floor_mountpoint, base / "floor.log"))
+                targets["example"] = Target(example_mountpoint, example_backing)
+                # The do-nothing file system invents entries, so "direct" is a scratch directory it never serves.
+                targets["do_nothing"] = Target(floor_mountpoint, base / "do-nothing-scratch")
             for workload in selected:
-                native_runs, mount_runs = [], []
-                for _ in range(workload.repeats):  # interleaved, so drift hits both sides alike
-                    native_runs.append(workload.run(Target(native, native), settings))
-                    mount_runs.append(workload.run(Target(mountpoint, backing), settings))
-                native_figure, mount_figure = statistics.median(native_runs), statistics.median(mount_runs)
-                ratio = mount_figure / native_figure if native_figure else 0.0
-                floor = workload.floor
-                results.append(
-                    {
-                        "workload": workload.name,
-                        "unit": workload.unit,
-                        "native": native_figure,
-                        "mount": mount_figure,
-                        "ratio": ratio,
-                        "floor": floor,
-                    }
-                )
-                verdict = "" if floor is None else ("ok" if ratio >= floor else "BELOW FLOOR")
-                click.echo(
-                    f"{workload.name:22} native {native_figure:>14,.0f} {workload.unit:9} "
-                    f"mount {mount_figure:>14,.0f}  ratio {ratio:6.3f}  "
-                    f"{'' if floor is None else f'floor {floor:<6}'} {verdict}"
-                )
+                result = run_workload(workload, targets, settings)
+                results.append(result.as_json())
+                click.echo(result.describe())
+        if profile:
+            profiles = profile_workloads(selected, base, arguments, settings)
+            for name, figures in profiles.items():
+                stages = ", ".join(f"{stage} {us:.1f}" for stage, us in figures["microseconds_per_request"].items())
+                click.echo(f"{name:22} µs per request: {stages}")
     finally:
         if workdir is None:
             shutil.rmtree(base, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "settings": asdict(settings), "mount_args": mount_args, "results": results}
+    report = {
+        "machine": machine(),
+        "settings": asdict(settings),
+        "mount_args": mount_args,
+        "results": results,
+        "profile": profiles,
+    }
     output.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(f"results written to {output}")
+
+
+REFERENCES = ("example", "do_nothing")
+"""The reference targets of benchmarks/references.py, by the name their ratios carry."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One workload's median figures per target, and the mount's ratios to native and to the references."""
+
+    workload: str
+    unit: str
+    figures: dict[str, float]
+    floor: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.ratio_to("native")
+
+    def ratio_to(self, target: str) -> float:
+        return self.figures["mount"] / self.figures[target] if self.figures[target] else 0.0
+
+    def as_json(self) -> dict[str, object]:
+        ratios = {f"ratio_to_{name}": self.ratio_to(name) for name in REFERENCES if name in self.figures}
+        return {
+            "workload": self.workload,
+            "unit": self.unit,
+            **self.figures,
+            "ratio": self.ratio,
+            **ratios,
+            "floor": self.floor,
+        }
+
+    def describe(self) -> str:
+        """One line: the figures, the ratio to native against its floor, the ratios to the references."""
+        verdict = "" if self.floor is None else ("ok" if self.ratio >= self.floor else "BELOW FLOOR")
+        line = (
+            f"{self.workload:22} native {self.figures['native']:>14,.0f} {self.unit:9} "
+            f"mount {self.figures['mount']:>14,.0f}  ratio {self.ratio:6.3f}  "
+            f"{'' if self.floor is None else f'floor {self.floor:<6}'} {verdict}"
+        )
+        for name in REFERENCES:
+            if name in self.figures:
+                line += f"  mount/{name} {self.ratio_to(name):5.2f}"
+        return line
+
+
+def run_workload(workload: Workload, targets: dict[str, Target], settings: Settings) -> Result:
+    """Median figures of one workload on every target that can serve it, interleaved so drift hits them alike."""
+    names = [name for name in targets if name != "do_nothing" or workload.name in DO_NOTHING_WORKLOADS]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(workload.repeats):
+        for name in names:
+            runs[name].append(workload.run(targets[name], settings))
+    figures = {name: statistics.median(values) for name, values in runs.items()}
+    return Result(workload.name, workload.unit, figures, workload.floor)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """``python -m benchmarks.floor``: the per-request floor of pyfuse3 on trio on this machine.
 
-A file system that does nothing (every lookup answers a made-up regular file)
-is mounted and timed on cold stats, one LOOKUP request each, beside the
-native directory.  No pyfuse3 file system can do better than this ratio, so it
-tells which benchmark floors the framework allows at all.
+A file system that does nothing (every lookup answers a made-up entry: a
+regular file for names starting with ``file-``, a directory otherwise, so the
+stat workload's paths resolve) is mounted and timed on cold stats, one LOOKUP
+request each, beside the native directory.  ``python -m benchmarks`` measures
+it in the same run as the interposer (benchmarks/references.py).  No pyfuse3
+file system can do better than this ratio, so it tells which benchmark floors
+the framework allows at all.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def serve(mountpoint: str) -> None:
             return self._entry(inode, stat.S_IFDIR | 0o755)
 
         async def lookup(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-            return self._entry(next(numbers), stat.S_IFREG | 0o644)
+            kind = stat.S_IFREG | 0o644 if name.startswith(b"file-") else stat.S_IFDIR | 0o755
+            return self._entry(next(numbers), kind)
 
         async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
             return None

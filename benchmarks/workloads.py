@@ -181,3 +181,6 @@ WORKLOADS = [
     Workload("stat", "files/s", stat_files, repeats=5, floor=0.03),
     Workload("listing", "entries/s", list_directory, repeats=5, floor=0.2),
 ]
+
+DO_NOTHING_WORKLOADS = frozenset({"stat"})
+"""The workloads the do-nothing file system (benchmarks/floor.py) can serve: it answers lookups and nothing else."""

@@ -6,6 +6,8 @@ help text and its validation are defined once, in the config model.
 
 from __future__ import annotations
 
+import difflib
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -15,10 +17,12 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import CacheConfig, ConfigError, load_config, read_config_file
+from . import __version__
+from .config import CacheConfig, ConfigError, InterposerConfig, load_config, read_config_file
+from .csi.volume_server import main as volume_server
 from .logs import configure_logging
-from .mount.control import request, socket_path_for
-from .mount.reconfigure import LAYER_ORDER
+from .mount.control import NoAnswerError, NotAMountError, ask, socket_path_for
+from .mount.reconfigure import LAYER_ORDER, RUNTIME_SECTIONS
 from .mount.table import is_stale, mount_at, unmount
 from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
 
@@ -38,12 +42,19 @@ def _cache_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _fail(message: str) -> NoReturn:
+USAGE_ERROR = 2
+"""Exit code of a usage or configuration error, as click gives for a bad option."""
+FAILURE = 1
+"""Exit code of a command that was used correctly but could not do its work."""
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     click.echo(f"interposer: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="interposer", message="%(prog)s %(version)s")
 def main() -> None:
     """A FUSE file-system interposer that traces, measures, slows and breaks file I/O."""
 
@@ -79,8 +90,10 @@ def mount(
     try:
         prepare_mountpoint(mountpoint, force=force)
         Mount(backing, mountpoint, config).serve()
-    except (ConfigError, MountError, OSError, RuntimeError) as exc:
+    except (ConfigError, MountError) as exc:
         _fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        _fail(str(exc), FAILURE)
 
 
 @main.command(name="unmount")
@@ -96,7 +109,7 @@ def unmount_command(mountpoint: Path, force: bool) -> None:
     try:
         unmount(mountpoint, lazy=force)
     except OSError as exc:
-        _fail(f"{exc.strerror}; --force detaches a busy mount")
+        _fail(f"{exc.strerror}; --force detaches a busy mount", FAILURE)
 
 
 @main.group()
@@ -111,9 +124,11 @@ def ctl(context: click.Context, mountpoint: Path, socket_path: Path | None) -> N
 def _ask(context: click.Context, payload: dict[str, Any]) -> dict[str, Any]:
     mountpoint, path = context.obj
     try:
-        reply = request(path, payload)
-    except OSError as exc:
-        _fail(f"cannot reach the control socket {path} of {mountpoint}: {exc.strerror or exc}")
+        reply = ask(mountpoint, path, payload)
+    except NotAMountError as exc:
+        _fail(str(exc))
+    except NoAnswerError as exc:
+        _fail(str(exc), FAILURE)
     if not reply.get("ok"):
         _fail(str(reply.get("error")))
     return reply
@@ -126,6 +141,18 @@ def ctl_status(context: click.Context) -> None:
     click.echo(json.dumps(_ask(context, {"command": "status"}), indent=2))
 
 
+def _check_runtime_sections(file: Path, sections: dict[str, Any]) -> None:
+    """Refuse, before asking the mount, a file that changes nothing or names a section that is not one."""
+    allowed = ", ".join(RUNTIME_SECTIONS)
+    if not sections:
+        _fail(f"{file} holds no settings: it needs a {' and/or '.join(RUNTIME_SECTIONS)} section")
+    for name in sections:
+        if name not in InterposerConfig.model_fields:
+            _fail(f"{file}: {name!r} is not a configuration section; allowed while mounted: {allowed}")
+        if name not in RUNTIME_SECTIONS:
+            _fail(f"{file}: {name}: cannot change while mounted; allowed: {allowed} (remount for the rest)")
+
+
 @ctl.command(name="set")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.pass_context
@@ -135,6 +162,7 @@ def ctl_set(context: click.Context, file: Path) -> None:
         sections = read_config_file(file)
     except ConfigError as exc:
         _fail(str(exc))
+    _check_runtime_sections(file, sections)
     reply = _ask(context, {"command": "configure", "sections": sections})
     click.echo(json.dumps({name: reply["config"][name] for name in sections}, indent=2))
 
@@ -205,22 +233,50 @@ def stack_down(context: click.Context) -> None:
 
 @main.command()
 @click.option("--prometheus", default="http://127.0.0.1:9090", show_default=True, help="Prometheus to query.")
-@click.option("--spans", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Span file of the mount.")
+@click.option(
+    "--spans",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Span file of the mount: its sessions and operations, and (unless --mount) which mount to cover.",
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="MOUNTPOINT",
+    help="Cover this mount (repeatable) [default: the span file's mount, else the only one Prometheus has].",
+)
+@click.option("--all-mounts", is_flag=True, help="Cover every mount Prometheus scrapes, summed.")
 @click.option("--since", type=click.IntRange(min=60), default=3600, show_default=True, help="Seconds to cover.")
 @click.option("--rate-window", default="1m", show_default=True, help="Window of the rates plotted.")
 @click.option(
     "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"), show_default=True
 )
-def report(prometheus: str, spans: Path | None, since: int, rate_window: str, output: Path) -> None:
-    """An HTML report: latency heatmap, throughput, errors by errno, top paths, slowest operations."""
-    from .local import report as reporting
+def report(
+    prometheus: str,
+    spans: Path | None,
+    mounts: tuple[str, ...],
+    all_mounts: bool,
+    since: int,
+    rate_window: str,
+    output: Path,
+) -> None:
+    """An HTML report of one mount: requests, latency, errors, throughput, faults, throttling, slow sessions."""
+    try:
+        from .local import report as reporting
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        _fail("interposer report needs the 'report' extra (matplotlib): pip install 'cnfs-interposer[report]'")
+    from .local.spanlines import SpanFileError
 
     try:
-        built = reporting.build(prometheus, spans, since, rate_window)
+        built = reporting.build(prometheus, spans, since, rate_window, mounts, all_mounts)
+    except (reporting.ReportError, SpanFileError) as exc:
+        _fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        _fail(f"cannot query {prometheus}: {exc}")
+        _fail(f"cannot query {prometheus}: {exc}", FAILURE)
     output.write_text(reporting.render(built))
-    click.echo(f"wrote {output}")
+    click.echo(f"wrote {output} ({built.mounts})")
 
 
 @main.command()
@@ -247,12 +303,29 @@ def _time_ns(text: str | None) -> int | None:
         _fail(f"'{text}' is not an ISO 8601 time (for example 2026-11-21T10:00:00)")
 
 
+def _errno_name(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    """An errno symbol as spans record it (EWOULDBLOCK is recorded as EAGAIN), or its number if it has none."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return errno.errorcode.get(int(value), value)
+    code = getattr(errno, value.upper(), None) if value.upper().startswith("E") else None
+    if not isinstance(code, int) or code not in errno.errorcode:
+        close = difflib.get_close_matches(value.upper(), errno.errorcode.values(), n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise click.BadParameter(
+            f"{value!r} is not an errno name{hint}; spell it as errno(3) does, e.g. ENOENT, EIO, EACCES, ENOSPC, "
+            "or give its number"
+        )
+    return errno.errorcode[code]
+
+
 @main.command()
-@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--path", "path_glob", help="Glob on file.path, e.g. '/data/*.log'.")
 @click.option("--op", "operation", type=click.Choice([op.value for op in OpName]), help="Operation name.")
 @click.option("--pid", type=int, help="Calling process id.")
-@click.option("--errno", "error_type", help="errno symbol, e.g. ENOENT.")
+@click.option("--errno", "error_type", callback=_errno_name, help="errno symbol, e.g. ENOENT.")
 @click.option("--min-ms", type=click.FloatRange(min=0), help="Only operations at least this slow.")
 @click.option("--since", help="Start time, ISO 8601.")
 @click.option("--until", help="End time, ISO 8601.")
@@ -275,6 +348,7 @@ def traces(
     replay: str | None,
 ) -> None:
     """Search a local span file (the embedded default exporter's output)."""
+    from .local.spanlines import SpanFileError
     from .local.traces import Query, load_spans, render_tree, search, summary
 
     if replay is not None:
@@ -282,11 +356,16 @@ def traces(
 
         try:
             count = replay_file(span_file, replay)
+        except SpanFileError as exc:
+            _fail(str(exc))
         except OSError as exc:
-            _fail(f"replay to {replay} failed: {exc}")
+            _fail(f"replay to {replay} failed: {exc}", FAILURE)
         click.echo(f"replayed {count} requests to {replay}")
         return
-    spans = load_spans(span_file)
+    try:
+        spans = load_spans(span_file)
+    except SpanFileError as exc:
+        _fail(str(exc))
     if show_summary:
         click.echo("\n".join(summary(spans)))
         return
@@ -356,6 +435,23 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
 )
 @click.option("--max-volumes", type=click.IntRange(0), default=0, help="Volumes per node (0: no limit).")
 @click.option("--metrics-address", callback=_host_port, help="Serve the plugin's own metrics at HOST:PORT.")
+@click.option(
+    "--server-cgroup",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="cgroup v2 directory, outside the plugin's, where each volume's server gets a cgroup of its own.",
+)
+@click.option(
+    "--server-pods",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Run each volume's server in a pod, as this YAML file says (see interposer.csi.pods.PodSettings).",
+)
+@click.option(
+    "--probe-timeout",
+    type=click.FloatRange(0.1, 60),
+    default=2.0,
+    show_default=True,
+    help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
+)
 def csi(
     endpoint: str,
     node_id: str | None,
@@ -367,6 +463,9 @@ def csi(
     publish_timeout: float,
     max_volumes: int,
     metrics_address: tuple[str, int] | None,
+    server_cgroup: Path | None,
+    server_pods: Path | None,
+    probe_timeout: float,
 ) -> None:
     """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
     import socket
@@ -382,6 +481,7 @@ def csi(
         from .csi.controller import ControllerService
         from .csi.identity import IdentityService
         from .csi.node import NodeRoots, NodeService
+        from .csi.plugin import supervisor_for
     except ImportError as exc:
         _fail(f"the CSI protobuf module is missing ({exc}); generate it: python -m interposer.csi.protogen")
     volumes = volumes_root or state_dir / "volumes"
@@ -389,7 +489,13 @@ def csi(
     node = None
     if mode in ("node", "all"):
         roots = NodeRoots(kubelet=kubelet_dir, host=host_root, volumes=volumes, state=state_dir)
-        node = NodeService(node_id or socket.gethostname(), roots, publish_timeout, max_volumes)
+        name = node_id or socket.gethostname()
+        try:
+            supervisor = supervisor_for(name, state_dir, server_cgroup, server_pods, publish_timeout, probe_timeout)
+        except ValueError as exc:
+            _fail(str(exc))
+        node = NodeService(name, roots, supervisor, max_volumes)
+        node.adopt()
         services["Node"] = node
     if mode in ("controller", "all"):
         services["Controller"] = ControllerService(volumes, state_dir)
@@ -399,3 +505,6 @@ def csi(
         metrics_address=metrics_address,
         abnormal_volumes=None if node is None else lambda: len(node.abnormal_volumes()),
     )
+
+
+main.add_command(volume_server, name="volume-server")

@@ -121,6 +121,14 @@ class TracingConfig(OtlpSection):
     segment_max_operations: int = Field(1000, ge=1, description="Most children a parent span segment holds.")
     max_queue_size: int = Field(8192, ge=64, le=1 << 20, description="Spans buffered for export; beyond: dropped.")
     export_delay: float = Field(1.0, gt=0, le=60, description="Seconds between batch exports.")
+    propagation: bool = Field(
+        True,
+        description="Continue callers' traces: parent spans become children of the span in the caller's "
+        "TRACEPARENT environment variable or of the context its thread announced (docs/tracing.md).",
+    )
+    context_cache_size: int = Field(
+        4096, ge=1, le=1 << 20, description="Processes, threads and announcements whose trace context is kept."
+    )
 
 
 MetricsExporterName = Literal["otlp", "prometheus"]

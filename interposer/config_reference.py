@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 import typing
+from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from .config import InterposerConfig
 from .docgen import DOCS, rewrite
@@ -21,16 +25,42 @@ SCHEMA = DOCS / "config.schema.json"
 COMMAND = "python -m interposer.config_reference"
 
 
+_NAMES: dict[object, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    Path: "path",
+    type(None): "null",
+}
+"""Types as a YAML user knows them."""
+
+
 def _type_name(annotation: object) -> str:
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
-    if isinstance(annotation, type):
-        text = annotation.__name__
-    elif typing.get_origin(annotation) is typing.Literal:
-        text = " | ".join(repr(value) for value in typing.get_args(annotation))
-    return text.replace("|", "\\|")
+    """A field's type in the words of a YAML file: 'list of string', 'number or null', 'mapping of …'."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(value) for value in arguments)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(argument) for argument in arguments)
+    if origin is tuple or origin is list:
+        return f"list of {_type_name(arguments[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(arguments[0])} to {_type_name(arguments[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"{annotation.__name__} mapping"
+    return _NAMES.get(annotation, str(annotation))
 
 
-_LIMITS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<", "pattern": "matches"}
+def _default(field: FieldInfo) -> str:
+    """The default as YAML would spell it; a field without one is required."""
+    if field.is_required():
+        return "required"
+    value = to_jsonable_python(field.get_default(call_default_factory=True))
+    return f"`{json.dumps(value)}`"
+
+
+_LIMITS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<", "pattern": "matches"}
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
@@ -45,9 +75,9 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         limits = [f"{symbol} {option[key]}" for option in options for key, symbol in _LIMITS.items() if key in option]
         constraint = f" ({', '.join(limits)})" if limits else ""
         description = (field.description or "").replace("|", "\\|")
-        rows.append(
-            f"| `{prefix}{name}` | {_type_name(annotation)}{constraint} | `{field.default!r}` | {description} |"
-        )
+        kind = (_type_name(annotation) + constraint).replace("|", "\\|")
+        default = _default(field).replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}` | {kind} | {default} | {description} |")
     return rows
 
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path("docs")
+"""The docs of the checkout the generators run in, from its root (as ``./tasks.sh generate`` does).
+
+Relative on purpose: the pages are the repository's, not the package's, so an
+installed package never looks beside itself for them.
+"""
 
 
 def markers(command: str) -> tuple[str, str]:

@@ -7,8 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
-from benchmarks.workloads import WORKLOADS
+from benchmarks.profile import (
+    LAYER_STAGE_PREFIX,
+    STAGE_ADAPTER,
+    STAGE_BACKEND,
+    STAGE_FRAMEWORK,
+    STAGE_OTHER,
+    STAGE_SYSCALLS,
+    stage_of,
+)
+from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings
 
 from .conftest import require_command, require_fuse
 
@@ -33,6 +44,12 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
         assert row["mount"] > 0, row
         assert row["ratio"] == row["mount"] / row["native"]
         assert row["floor"] == workload.floor
+        # pyfuse3's own passthrough example ran every workload in the same run, the do-nothing one only stat.
+        assert row["example"] > 0, row
+        assert row["ratio_to_example"] == row["mount"] / row["example"]
+        assert ("do_nothing" in row) == (workload.name in DO_NOTHING_WORKLOADS), row
+    (stat,) = (row for row in report["results"] if row["workload"] == "stat")
+    assert stat["ratio_to_do_nothing"] == stat["mount"] / stat["do_nothing"]
     assert report["machine"]["cpus"]
 
 
@@ -47,3 +64,32 @@ def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
     assert set(ratios["stat"]) == set(VARIANTS)
     assert ratios["stat"][BASELINE] == 1.0
     assert all(ratio > 0 for ratio in ratios["stat"].values())
+
+
+@pytest.mark.parametrize(
+    ("filename", "function", "stage"),
+    [
+        ("/v/site-packages/trio/_core/_run.py", "unrolled_run", STAGE_FRAMEWORK),
+        ("/v/site-packages/pyfuse3/_pyfuse3.py", "wrapper", STAGE_FRAMEWORK),
+        ("/src/interposer/fuse/adapter.py", "lookup", STAGE_ADAPTER),
+        ("/src/interposer/layers/tracing/layer.py", "__call__", LAYER_STAGE_PREFIX + "tracing"),
+        ("/src/interposer/backends/passthrough.py", "read", STAGE_BACKEND),
+        ("~", "<built-in method posix.pread>", STAGE_SYSCALLS),
+        ("~", "<method 'poll' of 'select.epoll' objects>", None),
+        ("/src/interposer/names.py", "x", STAGE_OTHER),
+    ],
+)
+def test_profile_stages_follow_the_folder_layout(filename: str, function: str, stage: str | None) -> None:
+    assert stage_of(filename, function) == stage
+
+
+def test_quick_profile_splits_a_request_into_stages(scratch: Path) -> None:
+    require_fuse()
+    output = scratch / "profile.json"
+    run_benchmark("benchmarks", "--quick", "--no-references", "--only", "stat", "--profile", "--output", str(output))
+    profile = json.loads(output.read_text())["profile"]["stat"]
+    # One cold stat is one LOOKUP, counted by the adapter's handler in the profile itself.
+    assert profile["requests"]["lookup"] >= Settings.quick().files, profile
+    stages = profile["microseconds_per_request"]
+    for stage in (STAGE_FRAMEWORK, STAGE_ADAPTER, STAGE_BACKEND, STAGE_SYSCALLS, LAYER_STAGE_PREFIX + "tracing"):
+        assert stages.get(stage, 0) > 0, (stage, stages)

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 import signal
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from interposer import __version__
 from interposer.config import InterposerConfig
+from interposer.layers.tracing.shipper import EXIT_TIMEOUT
+from interposer.layers.tracing.spanfile import rotated
+from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
+from interposer.mount.control import runtime_path_for
 from interposer.mount.table import is_stale, mount_at
 
 from .conftest import MountFactory, interposer, require_fuse, wait_for
+from .otlp import free_port
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -55,6 +65,12 @@ def test_stale_mount_is_reported_and_force_recovers(scratch: Path) -> None:
     unmount_refused = interposer("unmount", str(mountpoint))
     assert unmount_refused.returncode == 2
     assert "use --force" in unmount_refused.stderr
+
+    asked = interposer("ctl", str(mountpoint), "status")
+    assert asked.returncode == 2
+    assert f"{mountpoint} is a stale FUSE mount" in asked.stderr
+    assert f"interposer unmount --force {mountpoint}" in asked.stderr
+    assert "Connection refused" not in asked.stderr
 
     with MountProcess(backing, mountpoint, ["--force"], log=subprocess.DEVNULL):
         assert (mountpoint / "file").read_text() == "survives"
@@ -197,8 +213,133 @@ def test_missing_backing_and_mountpoint_are_named(scratch: Path) -> None:
 def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
     result = interposer("ctl", str(scratch), "status")
     assert result.returncode == 2
-    assert "cannot reach the control socket" in result.stderr
+    assert result.stderr.strip().startswith(f"interposer: {scratch} is not a mount: nothing is mounted there")
+    assert ".sock" not in result.stderr
     assert interposer("unmount", str(scratch)).stderr.strip().endswith("is not a mountpoint")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "holds no settings: it needs a faults and/or throttle section"),
+        ("fautls: {rules: []}\n", "'fautls' is not a configuration section; allowed while mounted: faults, throttle"),
+        ("cache: {entry_timeout: 2}\n", "cache: cannot change while mounted; allowed: faults, throttle"),
+    ],
+)
+def test_ctl_set_refuses_what_changes_nothing(mounted: MountProcess, scratch: Path, text: str, expected: str) -> None:
+    before = mounted.status()["config"]
+    (scratch / "change.yaml").write_text(text)
+    result = interposer("ctl", str(mounted.mountpoint), "set", str(scratch / "change.yaml"))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert result.stdout == ""
+    assert mounted.status()["config"] == before
+
+
+def test_version() -> None:
+    result = interposer("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"interposer {__version__}\n"
+
+
+def test_each_mount_names_its_metrics_address(mount_factory: MountFactory, scratch: Path) -> None:
+    """Two mounts cannot both have the default port: each says where its metrics are, and they answer there."""
+    mounts = [mount_factory(), mount_factory()]
+    urls = [mount.status()["metrics_url"] for mount in mounts]
+    assert len(set(urls)) == 2
+    for index, (mount, url) in enumerate(zip(mounts, urls, strict=True)):
+        first_line = (scratch / f"mount{index}.log").read_text().splitlines()[0]
+        assert f"mounted {mount.backing} at {mount.mountpoint}; metrics: scrape {url};" in first_line
+        (mount.mountpoint / f"file{index}").write_text("x")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert f'fuse_mountpoint="{mount.mountpoint}"' in response.read().decode()
+
+
+def test_the_default_span_file_goes_with_its_mount_and_a_chosen_one_stays(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    default = mount_factory()
+    (default.mountpoint / "file").write_text("x")
+    span_file = runtime_path_for(default.mountpoint, ".spans.jsonl")
+    assert span_file.exists()
+    chosen = scratch / "kept.jsonl"
+    (scratch / "config.yaml").write_text(f"tracing: {{file: {chosen}, export_delay: 0.1}}\n")
+    keeping = mount_factory(args=["--config", str(scratch / "config.yaml")])
+    (keeping.mountpoint / "file").write_text("x")
+    assert default.stop() == 0
+    assert keeping.stop() == 0
+    assert not span_file.exists()
+    assert not rotated(span_file).exists()
+    assert any(span.path == "/file" for span in load_spans(chosen))
+
+
+def test_a_dead_collector_does_not_hold_the_stopping_mount(mount_factory: MountFactory, scratch: Path) -> None:
+    """Spans queued for a collector that refuses every connection are given up on after FINAL_EXPORT_TIMEOUT.
+
+    Before, the SDK retried each batch for its own timeout and the mount's backstop (EXIT_TIMEOUT) killed the
+    export process: the mount's process lingered about half a minute after its unmount.
+    """
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    mount = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": dead})
+    for index in range(1000):  # a few thousand spans: many batches queued for the dead collector
+        (mount.mountpoint / f"f{index}").write_bytes(b"")
+    started = time.monotonic()
+    assert mount.stop(timeout=EXIT_TIMEOUT + 30) == 0
+    took = time.monotonic() - started
+    log = (scratch / "mount0.log").read_text()
+    assert "did not finish within" not in log, "the export process had to be killed"
+    assert took < EXIT_TIMEOUT, f"the mount's process ended {took:.1f} s after it was told to stop"
+
+
+def test_traces_reads_rotation_and_partial_lines_and_refuses_other_files(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    span_file = scratch / "spans.jsonl"
+    (scratch / "config.yaml").write_text(f"tracing: {{file: {span_file}, file_max_bytes: 65536, export_delay: 0.1}}\n")
+    mount = mount_factory(args=["--config", str(scratch / "config.yaml")])
+    for index in range(300):
+        (mount.mountpoint / f"f{index}").write_bytes(b"")
+    assert mount.stop() == 0
+    assert rotated(span_file).exists(), "the workload did not fill the span file past its rotation"
+    with span_file.open("a") as handle:  # as a mount killed in the middle of a write leaves it
+        handle.write('{"resourceSpans":[{"resource":{"attri')
+    in_each = [path.read_text().count('"name":"fuse.create"') for path in (rotated(span_file), span_file)]
+    assert all(in_each), f"creates in the rotation and the file: {in_each}"
+    found = interposer("traces", str(span_file), "--op", "create", "--limit", "1")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[-1] == f"{sum(in_each)} matching spans, first 1 shown"
+    summary = interposer("traces", str(span_file), "--summary")
+    assert summary.returncode == 0, summary.stderr
+    assert "errors per errno:" in summary.stdout
+
+    (scratch / "notes.txt").write_text("shopping list\n")
+    (scratch / "other.json").write_text('{"name": "not spans"}\n')
+    for other in (scratch / "notes.txt", scratch / "other.json"):
+        refused = interposer("traces", str(other))
+        assert refused.returncode == 2
+        assert (
+            refused.stderr == f"interposer: {other}:1: not a span file (each line must be an OTLP/JSON trace "
+            "export request, as tracing.file writes)\n"
+        )
+    unknown = interposer("traces", str(span_file), "--errno", "ENOTREAL")
+    assert unknown.returncode == 2
+    assert "'ENOTREAL' is not an errno name" in unknown.stderr
+    assert "ENOENT, EIO" in unknown.stderr
+    alias = interposer("traces", str(span_file), "--errno", "ewouldblock")  # spans record EAGAIN
+    assert alias.returncode == 0, alias.stderr
+    by_name = interposer("traces", str(span_file), "--errno", "ENOENT").stdout
+    assert "ENOENT" in by_name  # the lookups before each create
+    assert interposer("traces", str(span_file), "--errno", str(errno.ENOENT)).stdout == by_name
+
+
+def test_configuration_reference_speaks_yaml() -> None:
+    from interposer.config_reference import render
+
+    page = render()
+    for python in ("PydanticUndefined", "Optional[", "typing.", "interposer.", "tuple[", "dict[", "NoneType"):
+        assert python not in page
+    assert "| `tracing.headers` | mapping of string to string | `{}` |" in page
+    assert "| `fuse.allow_other` | boolean | `true` |" in page
 
 
 def test_ctl_status_reports_the_mount(mounted: MountProcess) -> None:
@@ -212,6 +353,7 @@ def test_demo_runs_end_to_end(scratch: Path) -> None:
     require_fuse()
     result = interposer("demo", "--workdir", str(scratch / "demo"), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"its metrics: http://127\.0\.0\.1:\d+/metrics \(interposer ctl .* status", result.stdout)
     assert "checksums ok 50/50" in result.stdout
     assert "demo succeeded" in result.stdout
     assert "slowest operations:" in result.stdout

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from pydantic import BaseModel
 
+from interposer.config import InterposerConfig
 from interposer.csi import csi_pb2
-from interposer.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID
+from interposer.csi.attributes import ALLOWED, EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, VOLUME_FIELDS, parse
+from interposer.csi.errors import CsiError
 from interposer.mount.table import mount_at
 from interposer.names import CSI_DRIVER_NAME
 
@@ -24,6 +27,7 @@ MODE = csi_pb2.VolumeCapability.AccessMode
 MOUNT = csi_pb2.VolumeCapability(
     mount=csi_pb2.VolumeCapability.MountVolume(), access_mode=MODE(mode=MODE.SINGLE_NODE_WRITER)
 )
+CAP_SYS_ADMIN = 21  # linux/capability.h
 POD = {POD_NAME: "web-0", POD_NAMESPACE: "shop", POD_UID: "7c1e", EPHEMERAL: "true"}
 
 
@@ -92,6 +96,10 @@ def test_inline_volume_on_a_host_directory_round_trip(plugin: CsiPlugin) -> None
     assert attributes["k8s.namespace.name"] == "shop"
     assert attributes["k8s.pod.uid"] == "7c1e"
     assert attributes["fuse.volume.id"] == "csi-abc"
+
+    status = dict(line.split(":\t") for line in Path(f"/proc/{publication.pid}/status").read_text().splitlines())
+    assert not int(status["CapEff"], 16) & 1 << CAP_SYS_ADMIN, "a server handed a mounted descriptor needs no SYS_ADMIN"
+    assert not int(status["CapBnd"], 16) & 1 << CAP_SYS_ADMIN, "and cannot get it back"
 
     usage = stats(plugin, "csi-abc", target)
     assert not usage.volume_condition.abnormal
@@ -260,7 +268,7 @@ def test_bad_requests_get_their_codes_and_name_the_field(plugin: CsiPlugin) -> N
         ("Node", "NodePublishVolume", publish_request(
             volume_id="v", target_path=target, volume_capability=MOUNT,
             volume_context={**POD, "extra_layers": "[os:system]"}),
-         invalid, "volume_context[extra_layers]: set by the driver"),
+         invalid, f"volume_context[extra_layers]: not settable by a volume (the driver's); allowed: {ALLOWED}"),
         ("Node", "NodeUnpublishVolume", csi_pb2.NodeUnpublishVolumeRequest(target_path=target), invalid,
          "volume_id is required"),
         ("Node", "NodeGetVolumeStats", csi_pb2.NodeGetVolumeStatsRequest(volume_id="nope", volume_path=target),
@@ -273,7 +281,7 @@ def test_bad_requests_get_their_codes_and_name_the_field(plugin: CsiPlugin) -> N
          "volume_capabilities is required"),
         ("Controller", "CreateVolume", csi_pb2.CreateVolumeRequest(
             name="pvc-x", volume_capabilities=[MOUNT], parameters={"backingDir": "/"}),
-         invalid, "parameters[backingDir]: set by the driver"),
+         invalid, "parameters[backingDir]: not settable here: set by the driver"),
         ("Controller", "CreateVolume", csi_pb2.CreateVolumeRequest(
             name="pvc-x", volume_capabilities=[MOUNT], parameters={"tracing.sample_ratio": "2"}),
          invalid, "tracing.sample_ratio"),
@@ -310,19 +318,57 @@ def test_conflicting_publish_is_refused_and_changes_nothing(plugin: CsiPlugin) -
     unpublish(plugin, "csi-one", target)
 
 
-def test_a_mount_that_cannot_start_is_reported_and_undone(plugin: CsiPlugin) -> None:
-    target = target_in(plugin, "broken")
+def test_a_server_that_cannot_start_is_reported_and_undone(scratch: Path) -> None:
+    """The driver's own server settings (here its metrics port, taken) fail the publish, and nothing is left."""
+    require_fuse()
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]
-    context = {**POD, "metrics.exporters": "[prometheus]", "metrics.prometheus_port": str(port)}
-    request = csi_pb2.NodePublishVolumeRequest(
-        volume_id="csi-broken", target_path=str(target), volume_capability=MOUNT, volume_context=context
-    )
-    details = expect_error(plugin, "Node", "NodePublishVolume", request, grpc.StatusCode.INTERNAL)
-    taken.close()
-    assert "cannot start the interposer" in details
-    assert str(port) in details
-    assert plugin.publications() == []
-    assert mount_at(target) is None
-    assert not target.exists()
-    assert list((plugin.state / "fresh").iterdir()) == []
+    environment = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}
+    with taken, CsiPlugin(scratch, env=environment) as plugin:
+        target = target_in(plugin, "broken")
+        request = csi_pb2.NodePublishVolumeRequest(
+            volume_id="csi-broken", target_path=str(target), volume_capability=MOUNT, volume_context=POD
+        )
+        details = expect_error(plugin, "Node", "NodePublishVolume", request, grpc.StatusCode.INTERNAL)
+        assert "cannot start the server" in details
+        assert f"cannot listen on 127.0.0.1:{port}" in details
+        assert plugin.publications() == []
+        assert mount_at(target) is None
+        assert not target.exists()
+        assert list((plugin.state / "fresh").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"fuse.max_workers": "8"}, "fuse.max_workers"),
+        ({"metrics.prometheus_port": "9000"}, "metrics.prometheus_port"),
+        ({"backend.max_inode_fds": "100"}, "backend.max_inode_fds"),
+        ({"config": "fuse: {allow_other: false}"}, "fuse.allow_other"),
+        ({"config": "control: {socket: /tmp/x}", "cache.direct_io": "true"}, "control.socket"),
+        ({"tracing.endpoint": "http://evil:4317"}, "tracing.endpoint"),
+    ],
+)
+def test_volume_attributes_outside_the_allow_list_are_refused_by_name(attributes: dict[str, str], field: str) -> None:
+    with pytest.raises(CsiError) as raised:
+        parse(attributes, "volume_context")
+    assert raised.value.message.startswith(f"volume_context[{field}]: not settable by a volume")
+    assert raised.value.message.endswith(f"allowed: {ALLOWED} (and fields under them)")
+
+
+def test_every_allowed_field_is_a_field_of_the_config_model() -> None:
+    for dotted in VOLUME_FIELDS:
+        model: type[BaseModel] = InterposerConfig
+        *sections, name = dotted.split(".")
+        for section in sections:
+            annotation = model.model_fields[section].annotation
+            assert isinstance(annotation, type), dotted
+            assert issubclass(annotation, BaseModel), dotted
+            model = annotation
+        assert name in model.model_fields, dotted
+    allowed = parse({"cache.direct_io": "true", "throttle.read_iops.rate": "5", "faults.enabled": "false"}, "x")
+    assert allowed.config == {
+        "cache": {"direct_io": True},
+        "throttle": {"read_iops": {"rate": 5}},
+        "faults": {"enabled": False},
+    }

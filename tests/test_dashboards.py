@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
+
 import alerts.__main__ as alert_files
 import dashboards.__main__ as dashboard_files
 from alerts.config import AlertConfig
-from alerts.rules import alerting_rules
+from alerts.rules import alerting_rules, rule_groups
 
 from .alertmanager import running_alertmanager
 from .conftest import MountFactory, require, require_command, wait_for
@@ -182,3 +185,30 @@ def test_every_panel_has_data_and_an_injected_fault_alert_reaches_alertmanager(
         assert alert["labels"]["severity"] == "info"
         assert alert["annotations"]["runbook_url"].endswith("#cnfsinterposerfaultinjectionactive")
         assert time.time() - started < 120
+
+
+def test_bad_alert_overrides_name_the_alert_fields_and_exit_2(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("error_ratio_for: ten minutes\nerror_ratoi: 0.1\n")
+    result = run(sys.executable, "-m", "alerts", "--config", str(overrides), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "error_ratio_for: 'ten minutes' is not a Prometheus duration" in result.stderr
+    assert f"error_ratoi: unknown field; allowed fields: {', '.join(AlertConfig.model_fields)}" in result.stderr
+    assert "log_level" not in result.stderr  # the interposer's own fields are not the alerts'
+    assert not (tmp_path / "out").exists()
+
+
+def test_alert_durations_are_exactly_what_promtool_accepts(tmp_path: Path) -> None:
+    """The duration pattern is held to real promtool: rules built with each value (unvalidated) must pass
+    promtool exactly when the config model accepts the value."""
+    promtool = require_command("promtool")
+    for value in ("10m", "1h30m", "90s", "1d", "500ms", "ten minutes", "10 m", "1.5h", "10M", "-5m", ""):
+        try:
+            AlertConfig.model_validate({"error_ratio_for": value})
+            accepted = True
+        except ValidationError:
+            accepted = False
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(yaml.safe_dump(rule_groups(AlertConfig.model_construct(error_ratio_for=value))))
+        checked = run(promtool, "check", "rules", str(rules))
+        assert (checked.returncode == 0) == accepted, f"{value!r}: model {accepted}, promtool\n{checked.stdout}"

@@ -15,7 +15,8 @@ import yaml
 
 from interposer.cli import csi as csi_command
 from interposer.csi.attributes import parse
-from interposer.names import CSI_DRIVER_NAME
+from interposer.names import CSI_DRIVER_NAME, RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD, RESOURCE_LABELS
+from tools.upstream_facts import leaf_keys
 
 from .conftest import require, require_command
 
@@ -107,7 +108,7 @@ def test_chart_objects_say_what_the_driver_does(helm: str) -> None:
 
     [daemonset] = by_kind(manifests, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True, "it makes the volumes' server pods (test_csi_pods: its Role)"
     containers = {container["name"]: container for container in pod["containers"]}
     assert set(containers) == {"plugin", "node-driver-registrar", "liveness-probe"}
     bidirectional = [
@@ -144,10 +145,12 @@ def test_chart_ships_the_generated_rules_and_dashboards(helm: str) -> None:
     generated = yaml.safe_load((CHART / "rules" / "cnfs-interposer.rules.yaml").read_text())
     assert rule["spec"]["groups"] == generated["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    [monitor] = by_kind(manifests, "PodMonitor")
-    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for monitor in by_kind(manifests, "PodMonitor"):  # the node plugins' and the volume servers'
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     dashboards = {}
     for config_map in by_kind(manifests, "ConfigMap"):
+        if "grafana_dashboard" not in config_map["metadata"]["labels"]:
+            continue
         [(name, text)] = config_map["data"].items()
         dashboards[name] = json.loads(text)
     for path in (CHART / "dashboards").glob("*.json"):
@@ -205,21 +208,29 @@ def collector_config() -> dict[str, Any]:
 
 
 def test_collector_pipelines_are_wired() -> None:
+    """The pinned contrib image's component names: k8s_attributes, span_metrics, otlp_grpc (the old names are
+    deprecated aliases there), and the prometheus exporter's translation_strategy instead of add_metric_suffixes."""
     config = collector_config()
     pipelines = config["service"]["pipelines"]
     for name in ("traces", "metrics"):
         pipeline = pipelines[name]
         assert pipeline["processors"][0] == "memory_limiter", "memory_limiter must come first"
         assert pipeline["processors"][-1] == "batch"
-        assert "k8sattributes" in pipeline["processors"]
+        assert "k8s_attributes" in pipeline["processors"]
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline[kind]:
                 assert component in {**config[kind], **config.get("connectors", {})}, f"{name}: {component} undefined"
-    assert {"otlp/jaeger", "spanmetrics"} <= set(pipelines["traces"]["exporters"])
-    assert "spanmetrics" in pipelines["metrics"]["receivers"]
-    assert config["exporters"]["prometheus"]["resource_to_telemetry_conversion"]["enabled"] is True
-    association = config["processors"]["k8sattributes"]["pod_association"][0]["sources"][0]
+    assert {"otlp_grpc/jaeger", "span_metrics"} <= set(pipelines["traces"]["exporters"])
+    assert "span_metrics" in pipelines["metrics"]["receivers"]
+    prometheus = config["exporters"]["prometheus"]
+    assert prometheus["resource_to_telemetry_conversion"]["enabled"] is True
+    assert prometheus["translation_strategy"] == "UnderscoreEscapingWithSuffixes"
+    association = config["processors"]["k8s_attributes"]["pod_association"][0]["sources"][0]
     assert association == {"from": "resource_attribute", "name": "k8s.pod.uid"}
+    # The resource attributes the dashboards and alerts filter by (as labels, converted above) are the ones
+    # the processor fills in when an interposer's resource lacks them.
+    extracted = set(config["processors"]["k8s_attributes"]["extract"]["metadata"])
+    assert {RESOURCE_K8S_NAMESPACE, RESOURCE_K8S_POD} <= extracted & set(RESOURCE_LABELS)
 
 
 ENVIRONMENTS = ("default", "production")
@@ -243,9 +254,16 @@ def test_helmfile_builds_lints_and_renders_each_environment(helmfile: str, envir
         "observability/kube-prometheus-stack",
         "observability/jaeger",
     ]
-    reference = yaml.safe_load((HELMFILE / "reference" / "upstream-keys.yaml").read_text())
-    for name, documented in reference.items():
-        assert releases[name]["version"] == documented["version"], f"{name}: pinned version differs from the reference"
+    # helm-diff cannot validate custom resources before kube-prometheus-stack has installed their CRDs.
+    for name in ("kube-prometheus-stack", "opentelemetry-collector", "interposer"):
+        assert releases[name]["disableValidationOnInstall"] is True, name
+    # Grafana's chart looks up the admin password it generated: only a diff that reads the cluster sees it unchanged.
+    (defaults,) = [document["helmDefaults"] for document in state if "helmDefaults" in document]
+    assert "--dry-run=server" in defaults["diffArgs"]
+    facts = yaml.safe_load((HELMFILE / "reference" / "upstream-facts.yaml").read_text())["charts"]
+    for name, upstream in facts.items():
+        assert releases[name]["chart"] == upstream["chart"], f"{name}: chart differs from the facts"
+        assert releases[name]["version"] == upstream["version"], f"{name}: pin changed: python -m tools.upstream_facts"
 
     helmfile_run(helmfile, environment, "lint", "--selector", "name=interposer", "--skip-deps")
     rendered = documents(
@@ -258,32 +276,36 @@ def test_helmfile_builds_lints_and_renders_each_environment(helmfile: str, envir
         helmfile, environment, "write-values", "--skip-deps", "--output-file-template",
         str(values_dir / "{{ .Release.Name }}.yaml"),
     )  # fmt: skip
-    for name, documented in reference.items():
+    for name, upstream in facts.items():
         values = yaml.safe_load((values_dir / f"{name}.yaml").read_text())
         for key in leaf_keys(values):
-            assert covered(key, documented["keys"]), f"{name}: {key} is not a documented value of the chart"
+            assert key in upstream["values_keys"], f"{name}: {key} is not a value of the chart"
     grafana = yaml.safe_load((values_dir / "grafana.yaml").read_text())
     assert "adminPassword" not in grafana
     sources = {source["uid"]: source for source in grafana["datasources"]["datasources.yaml"]["datasources"]}
     assert sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == "jaeger"
     assert sources["jaeger"]["jsonData"]["tracesToMetrics"]["datasourceUid"] == "prometheus"
-    jaeger = yaml.safe_load((values_dir / "jaeger.yaml").read_text())
+    backends = yaml.safe_load((values_dir / "jaeger.yaml").read_text())["userconfig"]["extensions"]["jaeger_storage"]
+    (storage,) = backends["backends"]["traces"]
     if environment == "production":
         assert grafana["admin"]["existingSecret"]
-        assert jaeger["storage"]["type"] == "elasticsearch"
+        assert storage == "badger"
         for name in RELEASES:
             assert "limits" in json.dumps(yaml.safe_load((values_dir / f"{name}.yaml").read_text())), name
     else:
-        assert jaeger["storage"]["type"] == "memory"
+        assert storage == "memory"
 
 
-def leaf_keys(values: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(values, dict) and values:
-        for key, value in values.items():
-            yield from leaf_keys(value, f"{prefix}{key}.")
-    else:
-        yield prefix.rstrip(".")
-
-
-def covered(key: str, documented: list[str]) -> bool:
-    return any(key == entry or (entry.endswith(".*") and key.startswith(entry[:-1])) for entry in documented)
+@pytest.mark.parametrize("trace_callers", [True, False])
+def test_the_node_pod_sees_callers_pids_and_environments_only_when_it_traces_callers(
+    helm: str, trace_callers: bool
+) -> None:
+    manifests = render(helm, "--set", f"telemetry.traceCallers={str(trace_callers).lower()}")
+    [daemonset] = by_kind(manifests, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod.get("hostPID", False) is trace_callers
+    [plugin] = [c for c in pod["containers"] if c["name"] == "plugin"]
+    security = plugin["securityContext"]
+    assert security.get("privileged") or "SYS_PTRACE" in security.get("capabilities", {}).get("add", []), (
+        "reading another user's /proc/<pid>/environ needs CAP_SYS_PTRACE"
+    )

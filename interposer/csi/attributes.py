@@ -5,13 +5,15 @@ config, and any dotted config field (``tracing.sample_ratio``,
 ``throttle.read_iops``, ``faults.rules`` as YAML, ...) overrides it.  Values are
 parsed as YAML scalars, then the merged mapping is validated by the same model
 as a config file, so a bad value is refused with the field's name before
-anything is created.  Fields that name host paths or load code into the
-privileged plugin are the driver's, never the pod's.
+anything is created.  A volume may set only the fields of ``VOLUME_FIELDS``:
+an allow-list, so a config field added later is the driver's until it is
+listed here.  Host paths, code to import, listening addresses, the mount's
+options, its worker count and its descriptor pool stay the driver's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +32,25 @@ EPHEMERAL = KUBELET_PREFIX + "ephemeral"
 BACKING_DIR = "backingDir"
 CONFIG = "config"
 
-DRIVER_OWNED = ("control", "extra_layers", "tracing.file", "volume_id", "metrics.prometheus_host")
-"""Config fields a volume may not set: host paths, code to import, listening addresses."""
+VOLUME_FIELDS = (
+    "cache",
+    "backend.kind",
+    "backend.fake.data",
+    "backend.fake.read",
+    "tracing.enabled",
+    "tracing.exporter",
+    "tracing.sample_ratio",
+    "tracing.export_delay",
+    "tracing.activity_idle_gap",
+    "tracing.segment_max_seconds",
+    "tracing.segment_max_operations",
+    "metrics.enabled",
+    "throttle",
+    "faults",
+    "log_level",
+)
+"""Config fields (and whole sections) a volume's attributes may set; every other field is the driver's."""
+ALLOWED = ", ".join([BACKING_DIR, CONFIG, *VOLUME_FIELDS])
 
 POD_ENVIRONMENT = {
     POD_NAME: K8S_ENVIRONMENT[RESOURCE_K8S_POD],
@@ -65,16 +84,20 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
     return dict(result)
 
 
-def _owned_field(config: Mapping[str, Any]) -> str | None:
-    for dotted in DRIVER_OWNED:
-        node: Any = config
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                break
-            node = node[part]
+def _settable(dotted: str) -> bool:
+    return any(dotted == name or dotted.startswith(name + ".") for name in VOLUME_FIELDS)
+
+
+def _refused_fields(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """The dotted names of the fields in ``config`` that a volume may not set."""
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if _settable(dotted):
+            continue
+        if isinstance(value, Mapping) and value:
+            yield from _refused_fields(value, dotted + ".")
         else:
-            return dotted
-    return None
+            yield dotted
 
 
 def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = True) -> VolumeAttributes:
@@ -87,7 +110,7 @@ def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = T
             continue
         if key == BACKING_DIR:
             if not allow_backing:
-                raise invalid(f"{origin}[{BACKING_DIR}]: set by the driver for provisioned volumes")
+                raise invalid(f"{origin}[{BACKING_DIR}]: not settable here: set by the driver for provisioned volumes")
             backing_dir = text
         elif key == CONFIG:
             loaded = _scalar(key, text, origin)
@@ -97,12 +120,14 @@ def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = T
         elif key.split(".")[0] in InterposerConfig.model_fields:
             overrides = merge(overrides, _nested(key, _scalar(key, text, origin)))
         else:
-            allowed = ", ".join([BACKING_DIR, CONFIG, *InterposerConfig.model_fields])
-            raise invalid(f"{origin}[{key}]: unknown attribute; allowed: {allowed} (dotted config fields)")
+            raise invalid(f"{origin}[{key}]: unknown attribute; allowed: {ALLOWED} (and fields under them)")
     config = merge(config, overrides)
-    owned = _owned_field(config)
-    if owned is not None:
-        raise invalid(f"{origin}[{owned}]: set by the driver, not by a volume")
+    refused = sorted(_refused_fields(config))
+    if refused:
+        raise invalid(
+            f"{origin}[{', '.join(refused)}]: not settable by a volume (the driver's); "
+            f"allowed: {ALLOWED} (and fields under them)"
+        )
     try:
         load_config(None, config)
     except ConfigError as exc:

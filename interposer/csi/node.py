@@ -1,5 +1,10 @@
 """The Node service: publish a volume as an interposer mount at kubelet's target path.
 
+The plugin mounts; each volume's server is launched apart from it (see
+``supervisor`` and ``launcher``), so volumes keep serving while the plugin is
+killed, restarted or upgraded, and a restarted plugin adopts them from the
+records.
+
 Publish and unpublish are idempotent: the record of each target path on disk
 says what was done, so a repeated call (or a call after a plugin restart)
 finds the work done and answers OK, and a call that conflicts with it gets
@@ -37,9 +42,10 @@ from .csi_pb2 import (
     VolumeUsage,
 )
 from .errors import CsiError, already_exists, invalid, not_found, required
-from .paths import confine
+from .metrics import servers_lost
+from .paths import confine, confine_mountpoint
 from .state import Publication, RecordStore, key_of
-from .supervisor import Supervisor
+from .supervisor import Condition, Supervisor
 from .validation import check_capability
 
 log = logging.getLogger(__name__)
@@ -62,14 +68,23 @@ class NodeRoots:
 
 
 class NodeService:
-    def __init__(self, node_id: str, roots: NodeRoots, ready_timeout: float, max_volumes: int = 0) -> None:
+    def __init__(self, node_id: str, roots: NodeRoots, supervisor: Supervisor, max_volumes: int = 0) -> None:
         self.node_id = node_id
         self.roots = roots
         self.max_volumes = max_volumes
         self.publications = RecordStore(roots.state / "publications", Publication)
         self.fresh_root = roots.state / "fresh"
-        self.supervisor = Supervisor(roots.state / "interposers", ready_timeout)
-        self.lock = threading.Lock()
+        self.supervisor = supervisor
+        self.lock = threading.RLock()
+
+    def adopt(self) -> None:
+        """Take over the servers a previous plugin started: they run on, and those found gone are noted."""
+        for publication in self.publications:
+            condition = self._condition(publication)
+            if not condition.abnormal:
+                log.info(
+                    "adopted volume %s at %s: %s", publication.volume_id, publication.target_path, condition.message
+                )
 
     def NodeGetInfo(self, _request: NodeGetInfoRequest) -> NodeGetInfoResponse:
         return NodeGetInfoResponse(node_id=self.node_id, max_volumes_per_node=self.max_volumes)
@@ -96,9 +111,10 @@ class NodeService:
                     raise already_exists(
                         f"volume {volume_id} is published at {target} with a different volume_context or readonly"
                     )
-                if not self.supervisor.condition(existing).abnormal:
+                condition = self._condition(existing)
+                if not condition.abnormal:
                     return NodePublishVolumeResponse()
-                log.warning("volume %s at %s: interposer gone, starting it again", volume_id, target)
+                log.warning("volume %s at %s: %s; starting a new server", volume_id, target, condition.message)
                 self.supervisor.stop(existing)
                 publication = existing
             else:
@@ -124,12 +140,16 @@ class NodeService:
     def NodeGetVolumeStats(self, request: NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse:
         volume_id = required(request.volume_id, "volume_id")
         path = required(request.volume_path, "volume_path")
-        publication = self.publications.get(os.path.realpath(path))
+        publication = self.publications.get(str(confine_mountpoint(path, self.roots.kubelet, "volume_path")))
         if publication is None or publication.volume_id != volume_id:
             raise not_found(f"volume {volume_id} is not published at volume_path {path}")
-        condition = self.supervisor.condition(publication)
-        measured = publication.backing if condition.abnormal else publication.target_path
-        stats = os.statvfs(measured)
+        condition = self._condition(publication)
+        stats = condition.stats
+        if stats is None:  # the mount does not answer: the backing directory's usage, if it answers
+            measured = self.supervisor.prober.statvfs(publication.backing)
+            if not isinstance(measured, os.statvfs_result):
+                return NodeGetVolumeStatsResponse(volume_condition=_volume_condition(condition))
+            stats = measured
         usage = [
             VolumeUsage(
                 unit=VolumeUsage.BYTES,
@@ -144,16 +164,28 @@ class NodeService:
                 used=stats.f_files - stats.f_ffree,
             ),
         ]
-        return NodeGetVolumeStatsResponse(
-            usage=usage, volume_condition=VolumeCondition(abnormal=condition.abnormal, message=condition.message)
-        )
+        return NodeGetVolumeStatsResponse(usage=usage, volume_condition=_volume_condition(condition))
 
     def abnormal_volumes(self) -> list[Publication]:
-        """Publications whose interposer is gone or whose mount does not answer."""
-        return [record for record in self.publications if self.supervisor.condition(record).abnormal]
+        """Publications whose server is gone or whose mount does not answer."""
+        return [record for record in self.publications if self._condition(record).abnormal]
+
+    def _condition(self, publication: Publication) -> Condition:
+        """The volume's condition; a server newly found gone or hung is logged, counted and recorded once."""
+        condition = self.supervisor.condition(publication)
+        if condition.abnormal and publication.lost is None:
+            log.error("volume %s at %s: %s", publication.volume_id, publication.target_path, condition.message)
+            servers_lost.inc()
+            with self.lock:
+                current = self.publications.get(publication.target_path)
+                if current is not None and current.lost is None:
+                    self.publications.put(
+                        publication.target_path, current.model_copy(update={"lost": condition.message})
+                    )
+        return condition
 
     def _target(self, text: str, field: str) -> Path:
-        return confine(required(text, field), self.roots.kubelet, field, relative=False)
+        return confine_mountpoint(required(text, field), self.roots.kubelet, field)
 
     def _new_publication(
         self, volume_id: str, target: Path, attributes: VolumeAttributes, context: dict[str, str], readonly: bool
@@ -194,9 +226,9 @@ class NodeService:
             if created:
                 self._remove(publication, remove_target=made_target)
             code = grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(exc, TimeoutError) else grpc.StatusCode.INTERNAL
-            raise CsiError(code, f"cannot start the interposer for volume {publication.volume_id}: {exc}") from None
+            raise CsiError(code, f"cannot start the server for volume {publication.volume_id}: {exc}") from None
         self.publications.put(publication.target_path, started)
-        log.info("published volume %s at %s (pid %s)", publication.volume_id, target, started.pid)
+        log.info("published volume %s at %s (pid %s, pod %s)", publication.volume_id, target, started.pid, started.pod)
 
     def _driver_config(self, publication: Publication) -> dict[str, Any]:
         """The fields the driver sets: the volume id, read-only, and a span file that goes with the volume."""
@@ -213,6 +245,10 @@ class NodeService:
             shutil.rmtree(publication.backing, ignore_errors=True)
         self.supervisor.forget(publication.target_path)
         self.publications.delete(publication.target_path)
+
+
+def _volume_condition(condition: Condition) -> VolumeCondition:
+    return VolumeCondition(abnormal=condition.abnormal, message=condition.message)
 
 
 def _remove_mountpoint(target: Path) -> None:

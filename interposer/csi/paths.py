@@ -35,3 +35,21 @@ def confine(text: str, root: Path, field: str, *, relative: bool) -> Path:
     if not _inside(resolved, real_root):
         raise invalid(f"{field} {text!r} is outside {root} (symlinks are followed)")
     return resolved
+
+
+def confine_mountpoint(text: str, root: Path, field: str) -> Path:
+    """An absolute mountpoint inside ``root``: its parent resolved, its last component taken as it is.
+
+    Resolving the mountpoint itself would stat it, and a stat of a mount whose
+    server hangs never returns: an RPC about a hung volume must not hang too.
+    """
+    pure = PurePosixPath(text)
+    if not pure.is_absolute():
+        raise invalid(f"{field} {text!r} must be an absolute path")
+    if ".." in pure.parts:
+        raise invalid(f"{field} {text!r} must not contain '..'")
+    real_root = Path(os.path.realpath(root))
+    resolved = Path(os.path.realpath(pure.parent)) / pure.name
+    if not _inside(resolved, real_root):
+        raise invalid(f"{field} {text!r} is outside {root} (symlinks are followed)")
+    return resolved

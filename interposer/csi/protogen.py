@@ -1,11 +1,13 @@
 """Generate the CSI protobuf module from csi.proto with grpcio-tools.
 
-Generated code is not committed: ``./tasks.sh`` runs this after installing the
-Python environment, and the image's Dockerfile runs it at build time.  The
-module is written beside csi.proto as ``interposer.csi.csi_pb2`` (with a .pyi
-for the type checker).  Only messages are generated: the services are bound
-to their handlers in ``interposer.csi.server``, so no untyped stub code is
-needed.
+Generated code is not committed.  Building a wheel or an sdist runs this
+(setup.py, with grpcio-tools as a build requirement), so an installed package
+carries ``interposer.csi.csi_pb2``; ``./tasks.sh`` runs it for a checkout,
+where the module is written beside csi.proto (with a .pyi for the type
+checker).  Only messages are generated: the services are bound to their
+handlers in ``interposer.csi.server``, so no untyped stub code is needed.
+This module imports nothing from the package, so setup.py can load it by
+path before the package is installed.
 """
 
 from __future__ import annotations
@@ -15,26 +17,29 @@ import sys
 from pathlib import Path
 
 PROTO = Path(__file__).with_name("csi.proto")
-PACKAGE_ROOT = Path(__file__).parents[2]
+SOURCE_ROOT = Path(__file__).parents[2]
 
 
-def generate() -> Path:
-    """Run protoc; returns the generated module's path.  Raises RuntimeError with protoc's complaint."""
+def generate(output_root: Path = SOURCE_ROOT) -> Path:
+    """Run protoc into ``output_root`` (a tree with the package's layout); returns the module's path.
+
+    Raises RuntimeError with protoc's complaint.
+    """
     from grpc_tools import protoc
 
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    relative = PROTO.relative_to(PACKAGE_ROOT)
+    relative = PROTO.relative_to(SOURCE_ROOT)
     arguments = [
         "protoc",
-        f"-I{PACKAGE_ROOT}",
+        f"-I{SOURCE_ROOT}",
         f"-I{well_known}",
-        f"--python_out={PACKAGE_ROOT}",
-        f"--pyi_out={PACKAGE_ROOT}",
+        f"--python_out={output_root}",
+        f"--pyi_out={output_root}",
         str(relative),
     ]
     if protoc.main(arguments) != 0:
         raise RuntimeError(f"protoc failed on {PROTO}")
-    return PROTO.with_name("csi_pb2.py")
+    return output_root / relative.with_name("csi_pb2.py")
 
 
 if __name__ == "__main__":

@@ -12,28 +12,22 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from prometheus_client import REGISTRY, Counter, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, start_http_server
 
 from . import csi_pb2
 from .errors import CsiError
+from .metrics import AbnormalVolumes, rpcs
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "csi.v1"
-RPC_TOTAL = "cnfs_csi_rpc_total"
-VOLUMES_ABNORMAL = "cnfs_csi_volumes_abnormal"
-
-_rpcs = Counter(RPC_TOTAL.removesuffix("_total"), "CSI calls served, by method and gRPC code.", ["method", "code"])
-
 Handler = Callable[[Any], Message]
 
 
@@ -42,14 +36,14 @@ def _bind(method: str, function: Handler) -> Callable[[Message, grpc.ServicerCon
         try:
             response = function(request)
         except CsiError as error:
-            _rpcs.labels(method, error.code.name).inc()
+            rpcs.labels(method, error.code.name).inc()
             log.info("%s: %s %s", method, error.code.name, error.message)
             context.abort(error.code, error.message)
         except Exception as exc:
-            _rpcs.labels(method, grpc.StatusCode.INTERNAL.name).inc()
+            rpcs.labels(method, grpc.StatusCode.INTERNAL.name).inc()
             log.exception("%s failed", method)
             context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(exc).__name__}: {exc}")
-        _rpcs.labels(method, grpc.StatusCode.OK.name).inc()
+        rpcs.labels(method, grpc.StatusCode.OK.name).inc()
         return response
 
     return handle
@@ -70,16 +64,6 @@ def generic_handler(service_name: str, service: object) -> grpc.GenericRpcHandle
     return grpc.method_handlers_generic_handler(f"{PACKAGE}.{service_name}", handlers)
 
 
-class AbnormalVolumes(Collector):
-    """The number of published volumes whose interposer is gone, counted at scrape time."""
-
-    def __init__(self, count: Callable[[], int]) -> None:
-        self.count = count
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        yield GaugeMetricFamily(VOLUMES_ABNORMAL, "Published volumes whose interposer is gone.", value=self.count())
-
-
 def socket_path(endpoint: str) -> Path:
     """The path of a ``unix:///abs/path`` endpoint; anything else is refused."""
     scheme, _, path = endpoint.partition("://")
@@ -95,7 +79,7 @@ def serve(
     metrics_address: tuple[str, int] | None = None,
     abnormal_volumes: Callable[[], int] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT.  The volumes' interposers keep running: a restarted plugin adopts them."""
+    """Serve until SIGTERM or SIGINT.  The volumes' servers keep running: a restarted plugin adopts them."""
     path = socket_path(endpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)

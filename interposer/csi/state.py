@@ -33,8 +33,15 @@ class Publication(BaseModel):
     volume_context: dict[str, str]
     readonly: bool
     pid: int | None = None
+    """The volume server's process, when a local launcher started it."""
     start_time: int | None = None
     """The process's start time in clock ticks since boot: a pid alone can be reused."""
+    cgroup: str | None = None
+    """The server's own cgroup, when the local launcher was given a cgroup root."""
+    pod: str | None = None
+    """The server's pod, when the Kubernetes launcher started it."""
+    lost: str | None = None
+    """Why the server was found gone (logged and counted once, restarts included); cleared by a new server."""
 
 
 class ProvisionedVolume(BaseModel):

@@ -1,58 +1,59 @@
-"""One interposer process per published volume: started, watched, stopped.
+"""One server per published volume: launched, mounted, handed its descriptor, watched, stopped.
 
-Each volume's interposer runs as a child process (a FUSE server must never
-share a process with the gRPC server that kubelet waits on).  A process is
-known by its pid *and* start time, so after a plugin restart the driver can
-tell its own live interposers from dead ones whose pid was reused.
+Publishing is, in order: launch the server (it listens on its handover
+socket), mount /dev/fuse at the target (``fusemount``), hand the descriptor
+over (``handover``) and close the plugin's copy, then wait until the server's
+control socket answers.  From then on the volume depends on the server alone;
+the plugin only reads the record of it.  Every look at the mount goes through
+``probe``, so a hung server costs the caller a bounded wait, never a blocked
+thread of the gRPC server.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import signal
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..mount.child import MountProcess
-from ..mount.table import is_stale, mount_at, unmount
+from ..config import load_config, merge
+from ..mount.control import request
+from ..mount.table import mount_at
+from . import handover
+from .fusemount import FSTYPE, FuseMountOptions, mount_fuse, unmount_fuse
+from .launcher import Launcher, ServerSpec
+from .probe import Prober
 from .state import Publication, key_of
 
-FUSE_TYPE = "fuse.interposer"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Condition:
-    """NodeGetVolumeStats' volume condition."""
+    """NodeGetVolumeStats' volume condition, and the target's statvfs when the mount answered."""
 
     abnormal: bool
     message: str
-
-
-def start_time_of(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), or None for a gone or zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
+    stats: os.statvfs_result | None = None
 
 
 class Supervisor:
-    """Starts and stops the interposer processes; their config and log files live in ``directory``."""
+    """Starts and stops the volumes' servers; their config and log files live in ``directory``."""
 
-    def __init__(self, directory: Path, ready_timeout: float, stop_timeout: float = 20.0) -> None:
+    def __init__(
+        self, directory: Path, launcher: Launcher, ready_timeout: float, probe_timeout: float, stop_timeout: float = 20
+    ) -> None:
         self.directory = directory
+        self.launcher = launcher
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.prober = Prober(probe_timeout)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def files(self, target: str) -> tuple[Path, Path, Path]:
@@ -61,58 +62,67 @@ class Supervisor:
         return self.directory / f"{key}.yaml", self.directory / f"{key}.log", self.directory / f"{key}.spans.jsonl"
 
     def start(self, publication: Publication, config: dict[str, Any], environment: dict[str, str]) -> Publication:
-        """Start the interposer and return once its mount is ready; raises RuntimeError or TimeoutError."""
+        """Launch, mount, hand over, wait until served; raises RuntimeError, TimeoutError or OSError, undone."""
+        target = Path(publication.target_path)
+        key = key_of(publication.target_path)
+        handover_path, control_path = self.launcher.sockets(target, key)
+        config = merge(config, {"control": {"socket": str(control_path)}})
+        options = FuseMountOptions.of(load_config(None, config))
         config_path, log_path, _ = self.files(publication.target_path)
         config_path.write_text(yaml.safe_dump(config, sort_keys=True))
-        with log_path.open("ab") as log:
-            process = MountProcess(
-                Path(publication.backing),
-                Path(publication.target_path),
-                ["--config", str(config_path), "--force"],
-                log=log,
-                ready_timeout=self.ready_timeout,
-                env=environment,
-            )
+        handover_path.unlink(missing_ok=True)
+        spec = ServerSpec(key, Path(publication.backing), target, config_path, log_path, handover_path, environment)
+        launched = self.launcher.launch(spec, publication).model_copy(update={"lost": None})
+        mounted = False
+        try:
+            deadline = time.monotonic() + self.ready_timeout
+            self._wait(launched, deadline, handover_path.exists, "its handover socket")
+            fd = mount_fuse(target, options)
+            mounted = True
             try:
-                process.start()
-            except (RuntimeError, TimeoutError) as exc:
-                raise type(exc)(f"{exc}: {self.log_tail(publication.target_path)}") from None
-        assert process.process is not None
-        pid = process.process.pid
-        self.children[pid] = process.process
-        return publication.model_copy(update={"pid": pid, "start_time": start_time_of(pid)})
+                handover.send(handover_path, fd, max(deadline - time.monotonic(), 0.1))
+            finally:
+                os.close(fd)
+            self._wait(launched, deadline, lambda: _answers(control_path), "its control socket to answer")
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            if mounted:
+                unmount_fuse(target)
+            self.launcher.stop(launched, self.stop_timeout)
+            raise type(exc)(f"{exc}: {self.log_tail(publication.target_path)}") from None
+        return launched
 
-    def alive(self, publication: Publication) -> bool:
-        self._reap()
-        pid = publication.pid
-        return pid is not None and start_time_of(pid) == publication.start_time
+    def _wait(self, publication: Publication, deadline: float, ready: Callable[[], bool], what: str) -> None:
+        while not ready():
+            gone = self.launcher.gone(publication)
+            if gone is not None:
+                raise RuntimeError(f"{gone} before {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server of {publication.target_path} did not get {what} in time")
+            time.sleep(self.launcher.poll_interval)
 
     def condition(self, publication: Publication) -> Condition:
-        """Normal only when the process lives and its mount answers."""
-        if not self.alive(publication):
-            return Condition(
-                True,
-                f"the interposer process (pid {publication.pid}) is gone; last log line: "
-                f"{self.log_tail(publication.target_path)}",
-            )
-        if is_stale(publication.target_path):
-            return Condition(True, "the mount does not answer (Transport endpoint is not connected)")
+        """Normal only when the server runs and its mount answers, within the probe timeout."""
+        gone = self.launcher.gone(publication)
+        if gone is not None:
+            return Condition(True, f"{gone}; last log lines: {self.log_tail(publication.target_path)}")
         entry = mount_at(publication.target_path)
-        if entry is None or entry.fstype != FUSE_TYPE:
+        if entry is None or entry.fstype != FSTYPE:
             return Condition(True, f"nothing is mounted at {publication.target_path}")
-        return Condition(False, f"interposer pid {publication.pid} serving {publication.backing}")
+        result = self.prober.statvfs(publication.target_path)
+        if result is None:
+            return Condition(True, f"the mount does not answer within {self.prober.timeout}s (server hung)")
+        if isinstance(result, OSError):
+            if result.errno == errno.ENOTCONN:
+                return Condition(True, "the mount does not answer (Transport endpoint is not connected)")
+            return Condition(True, f"the mount fails: {result.strerror}")
+        return Condition(False, f"server {_identity(publication)} serving {publication.backing}", result)
 
     def stop(self, publication: Publication) -> None:
-        """Stop the process (it unmounts itself); a hung one is killed and its mount detached."""
-        if self.alive(publication):
-            assert publication.pid is not None
-            os.kill(publication.pid, signal.SIGTERM)
-            if not self._wait_gone(publication, self.stop_timeout):
-                os.kill(publication.pid, signal.SIGKILL)
-                self._wait_gone(publication, self.stop_timeout)
-        target = publication.target_path
-        if is_stale(target) or mount_at(target) is not None:
-            unmount(target, lazy=True)
+        """Unmount (the server sees the end of its connection and exits), then stop whatever is left."""
+        target = Path(publication.target_path)
+        if mount_at(target) is not None:
+            unmount_fuse(target)
+        self.launcher.stop(publication, self.stop_timeout)
 
     def forget(self, target: str) -> None:
         """Drop a publication's files, the rotated span file included."""
@@ -127,16 +137,14 @@ class Supervisor:
             return "(no log)"
         return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
 
-    def _wait_gone(self, publication: Publication, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.alive(publication):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
 
-    def _reap(self) -> None:
-        """Collect exited children so they do not linger as zombies."""
-        for pid, child in list(self.children.items()):
-            if child.poll() is not None:
-                del self.children[pid]
+def _answers(control: Path) -> bool:
+    try:
+        request(control, {"command": "status"}, timeout=2)
+    except OSError:
+        return False
+    return True
+
+
+def _identity(publication: Publication) -> str:
+    return f"pod {publication.pod}" if publication.pod else f"pid {publication.pid}"

@@ -122,9 +122,11 @@ def run_demo(workdir: Path) -> int:
     config.write_text(f"tracing:\n  file: {span_file}\n  export_delay: 0.2\n")
     click.echo(f"mounting {backing} at {mountpoint} (log: {log_path})")
     with log_path.open("wb") as log, MountProcess(backing, mountpoint, ["--config", str(config)], log=log) as mount:
+        metrics_url = mount.status()["metrics_url"]
+        click.echo(f"its metrics: {metrics_url} (interposer ctl {mountpoint} status shows it as metrics_url)")
         report = run_workload(mountpoint)
         status = mount.status()
-        metrics = scrape(status["metrics"]["exporters"]["prometheus"])
+        metrics = scrape(metrics_url)
     archived = sorted(path.name for path in (backing / "archive").iterdir())
     click.echo("\nworkload (through the mount):")
     click.echo(f"  files written     {report.files_written} ({report.bytes_written:,} bytes)")

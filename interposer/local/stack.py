@@ -10,6 +10,7 @@ both.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import shutil
@@ -27,8 +28,8 @@ import yaml
 
 from ..mount.control import request, runtime_dir
 
-RULES = Path(__file__).resolve().parents[2] / "charts" / "interposer" / "rules" / "cnfs-interposer.rules.yaml"
-"""The rule file ``python -m alerts`` generates (the same the chart ships)."""
+RULES = importlib.resources.files("interposer.data") / "cnfs-interposer.rules.yaml"
+"""The rule file ``python -m alerts`` generates (the same the chart ships), as package data."""
 SCRAPE_INTERVAL = "5s"
 JOB = "cnfs-interposer"
 
@@ -107,12 +108,13 @@ class LocalStack:
         ]
 
     def _write_configuration(self, webhook: str | None) -> None:
-        if not RULES.is_file():
-            raise StackError(f"no alert rules at {RULES}: run ./tasks.sh generate")
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Prometheus reads the rules from the state directory: package data need not be a file on disk.
+        rules = self.directory / "rules.yaml"
+        rules.write_text(RULES.read_text())
         prometheus = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-            "rule_files": [str(RULES)],
+            "rule_files": [str(rules)],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
             "scrape_configs": [
                 {"job_name": JOB, "file_sd_configs": [{"files": [str(self.directory / "targets.json")]}]}

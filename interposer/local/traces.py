@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layers.tracing.spanfile import read_requests
 from ..names import (
     ATTR_ERROR_TYPE,
     ATTR_FILE_PATH,
     ATTR_OPERATION,
     ATTR_PID,
     ATTR_TRANSFERRED,
+    RESOURCE_LABELS,
     SPAN_DIRECTORY_SESSION,
     SPAN_FILE_SESSION,
 )
+from .spanlines import read_requests
 
 _STATUS_ERROR = 2
 
@@ -78,10 +79,10 @@ class SpanRecord:
 
 
 def load_spans(path: Path) -> list[SpanRecord]:
-    """Every span in a span file (and its rotation), in start order."""
+    """Every span in a span file and its rotation, in start order; ``SpanFileError`` if it is not one."""
     spans = []
-    for request in read_requests(path):
-        for resource_spans in request.get("resourceSpans", []):
+    for line in read_requests(path):
+        for resource_spans in line.request["resourceSpans"]:
             for scope_spans in resource_spans.get("scopeSpans", []):
                 for span in scope_spans.get("spans", []):
                     spans.append(
@@ -103,6 +104,16 @@ def load_spans(path: Path) -> list[SpanRecord]:
                     )
     spans.sort(key=lambda record: record.start_ns)
     return spans
+
+
+def resource_labels(path: Path) -> dict[str, str]:
+    """The resource attributes that label the mount's series (``RESOURCE_LABELS``), as its span file records them."""
+    for line in read_requests(path):
+        for resource_spans in line.request["resourceSpans"]:
+            resource = resource_spans.get("resource", {}).get("attributes", [])
+            attributes = {item["key"]: _value(item["value"]) for item in resource}
+            return {key: str(attributes[key]) for key in RESOURCE_LABELS if key in attributes}
+    return {}
 
 
 @dataclass(frozen=True)

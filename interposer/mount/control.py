@@ -18,7 +18,12 @@ from typing import Any
 
 import trio
 
+from .table import is_stale, mount_at
+
 log = logging.getLogger(__name__)
+
+INTERPOSER_FSTYPE = "fuse.interposer"
+"""The file-system type of an interposer mount in the mount table (FUSE type, subtype=interposer)."""
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _MAX_REQUEST = 1 << 20
@@ -111,3 +116,35 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 10.0) -> dict[
             data += chunk
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+class NotAMountError(RuntimeError):
+    """The path given is no running interposer mount, so it has no control socket to ask: a usage error."""
+
+
+class NoAnswerError(RuntimeError):
+    """The mount is there but its control socket does not answer."""
+
+
+def ask(mountpoint: Path, socket_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send one command to the mount at ``mountpoint``; an error says what is wrong with the mount, not the socket."""
+    if is_stale(mountpoint):
+        raise NotAMountError(
+            f"{mountpoint} is a stale FUSE mount: the process that served it is gone (Transport endpoint is not "
+            f"connected); clear it with 'interposer unmount --force {mountpoint}'"
+        )
+    entry = mount_at(mountpoint)
+    if entry is None:
+        raise NotAMountError(
+            f"{mountpoint} is not a mount: nothing is mounted there (mount it with 'interposer mount BACKING "
+            f"{mountpoint}')"
+        )
+    if entry.fstype != INTERPOSER_FSTYPE:
+        raise NotAMountError(f"{mountpoint} is a {entry.fstype} mount of {entry.source}, not an interposer mount")
+    try:
+        return request(socket_path, payload)
+    except OSError as exc:
+        raise NoAnswerError(
+            f"the interposer mount at {mountpoint} does not answer on {socket_path}: {exc.strerror or exc} "
+            "(mounted by another user, or with control.socket set? then pass --socket)"
+        ) from None

@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,12 @@ from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Layer, Pipeline
 from ..layers.metrics.layer import MetricsLayer
 from ..layers.metrics.setup import MetricsSetup, build_metrics
+from ..layers.tracing.announcements import TraceContextXattr
 from ..layers.tracing.layer import TracingLayer
+from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.setup import TracingSetup, build_tracing
+from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
+from ..layers.tracing.spanfile import rotated
 from ..names import SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
 from .control import ControlServer, runtime_path_for, socket_path_for
@@ -122,11 +127,16 @@ class Mount:
         self.metrics: MetricsSetup | None = None
         self.metrics_layer: MetricsLayer | None = None
         observers: dict[str, Layer] = {}
+        self.contexts = CallerContexts(config.tracing.context_cache_size)
+        self.default_span_file = runtime_path_for(self.mountpoint, ".spans.jsonl")
         if config.tracing.enabled:
-            self.tracing = build_tracing(
-                config.tracing, runtime_path_for(self.mountpoint, ".spans.jsonl"), resource, self.health
+            self.tracing = build_tracing(config.tracing, self.default_span_file, resource, self.health)
+            self.tracing_layer = TracingLayer(
+                self.tracing.sink,
+                config.tracing,
+                self.tracing.ratio,
+                self.contexts if config.tracing.propagation else None,
             )
-            self.tracing_layer = TracingLayer(self.tracing.sink, config.tracing, self.tracing.ratio)
             observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
@@ -141,6 +151,7 @@ class Mount:
             self.backend,
             negative_timeout=config.cache.negative_timeout,
             writeback_cache=config.cache.writeback_cache,
+            trace_context=TraceContextXattr(self.contexts),
         )
         self.control = ControlServer(
             config.control.socket or socket_path_for(self.mountpoint),
@@ -174,6 +185,7 @@ class Mount:
             "backing": str(self.backing),
             "pid": os.getpid(),
             "backend": self.config.backend.kind,
+            "metrics_url": None if self.metrics is None else self.metrics.destinations.get("prometheus"),
             **self.backend.stats(),
             "internal_errors": self.fs.internal_errors,
             "tracing": self._tracing_status(),
@@ -193,7 +205,18 @@ class Mount:
             "operations_sampled_out": self.tracing_layer.sampled_out,
             "spans_dropped": self.health.dropped_spans,
             "export_failures": self.health.export_failures[SIGNAL_TRACES],
+            "trace_contexts": self.contexts.status(),
         }
+
+    def _metrics_where(self) -> str:
+        """Where this mount's metrics are, for the first log line: several mounts cannot all have port 9464."""
+        if self.metrics is None:
+            return "metrics off"
+        places = [
+            f"{'scrape' if exporter == 'prometheus' else 'pushed to'} {destination}"
+            for exporter, destination in self.metrics.destinations.items()
+        ]
+        return "metrics: " + ", ".join(places) if places else "metrics: no exporter"
 
     def _metrics_status(self) -> dict[str, Any] | None:
         if self.metrics is None or self.metrics_layer is None:
@@ -207,31 +230,61 @@ class Mount:
             "export_failures": self.health.export_failures[SIGNAL_METRICS],
         }
 
-    def serve(self) -> None:
-        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount."""
+    def serve(self, fuse_fd: int | None = None) -> None:
+        """Mount, serve until SIGINT/SIGTERM or an external unmount, then unmount.
+
+        With ``fuse_fd``, a /dev/fuse descriptor that a privileged process has
+        already mounted at the mountpoint, serve it as ``/dev/fd/N`` (libfuse
+        takes that as a mounted channel): no mount here, and none to undo.
+        """
         os.umask(0)  # the kernel has applied the caller's umask already
         syscalls.keep_large_buffers_on_heap()
-        pyfuse3.init(self.fs, str(self.mountpoint), _mount_options(self.config))
+        channel = str(self.mountpoint) if fuse_fd is None else f"/dev/fd/{fuse_fd}"
+        pyfuse3.init(self.fs, channel, _mount_options(self.config))
         try:
-            log.info("mounted %s at %s (control socket %s)", self.backing, self.mountpoint, self.control.path)
+            log.info(
+                "mounted %s at %s; %s; control socket %s",
+                self.backing,
+                self.mountpoint,
+                self._metrics_where(),
+                self.control.path,
+            )
             if self.tracing is not None:
                 log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
-            if self.metrics is not None:
-                for exporter, destination in self.metrics.destinations.items():
-                    log.info("metrics: %s %s", exporter, destination)
             trio.run(self._session)
         finally:
-            pyfuse3.close(unmount=True)
+            pyfuse3.close(unmount=fuse_fd is None)
             if self.tracing_layer is not None:
                 self.tracing_layer.close()
-            if self.tracing is not None:
-                self.tracing.shutdown()
-            if self.metrics is not None:
-                self.metrics.shutdown()
+            self._stop_telemetry()
             self.health.uninstall()
             self.layers.close()
             self.backend.close()
             log.info("unmounted %s", self.mountpoint)
+
+    def _stop_telemetry(self) -> None:
+        """Spans and metrics make their last exports at the same time: a dead collector, which each gives up on
+        after ``FINAL_EXPORT_TIMEOUT``, then delays the end of the process once, not twice."""
+        metrics = None
+        if self.metrics is not None:
+            metrics = threading.Thread(target=self.metrics.shutdown, args=(FINAL_EXPORT_TIMEOUT,), name="metrics-stop")
+            metrics.start()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+            self._remove_default_span_file()
+        if metrics is not None:
+            metrics.join()
+
+    def _remove_default_span_file(self) -> None:
+        """The default span file is in the runtime directory, memory on most systems: it goes with its mount.
+
+        Spans meant to outlive the mount go to a ``tracing.file`` of the user's choosing, which stays.
+        """
+        assert self.tracing is not None
+        if self.tracing.destination == str(self.default_span_file):
+            for path in (self.default_span_file, rotated(self.default_span_file)):
+                path.unlink(missing_ok=True)
+            log.info("removed the default span file %s with its mount", self.default_span_file)
 
     async def _session(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +28,6 @@ from prometheus_client.samples import Exemplar
 from ...config import ConfigError
 from ...names import RESOURCE_LABELS, prometheus_label, prometheus_unit
 from .histogram import HistogramSource, RequestHistogram
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9464
 """The port OpenTelemetry specifies for the Prometheus exporter."""
@@ -103,6 +100,8 @@ class PrometheusEndpoint:
         self._server, self._thread = self._listen(registry, host, port, port_is_default)
         bound_host, bound_port = self._server.server_address[:2]
         self.address = f"http://{_url_host(str(bound_host))}:{bound_port}/metrics"
+        """Where Prometheus scrapes this mount; with the default port taken (another mount), a free one, so the
+        mount names it in its first log line and in ``ctl status``."""
 
     @staticmethod
     def _listen(
@@ -112,7 +111,6 @@ class PrometheusEndpoint:
             return start_http_server(port, host, registry)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and port_is_default:
-                log.warning("port %d is taken (another mount?); serving metrics on a free port instead", port)
                 return start_http_server(0, host, registry)
             raise ConfigError(
                 "metrics.prometheus_host / metrics.prometheus_port (or OTEL_EXPORTER_PROMETHEUS_HOST / "

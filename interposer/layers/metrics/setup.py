@@ -81,9 +81,9 @@ class MetricsSetup:
     """Exporter name -> where it sends (OTLP) or serves (Prometheus)."""
     endpoint: PrometheusEndpoint | None = None
 
-    def shutdown(self) -> None:
-        """Push the last measurements and stop the export thread and the scrape endpoint."""
-        self.provider.shutdown()
+    def shutdown(self, timeout: float) -> None:
+        """Push the last measurements (for ``timeout`` seconds at most) and stop the export thread and endpoint."""
+        self.provider.shutdown(timeout_millis=timeout * 1000)
         if self.endpoint is not None:
             self.endpoint.close()
 

@@ -43,7 +43,7 @@ from ...logs import configure_logging
 from ...names import SCOPE_NAME, SIGNAL_TRACES
 from ...telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
 from .records import SpanData, span_data, to_span
-from .shipper import MAX_MESSAGE
+from .shipper import FINAL_EXPORT_TIMEOUT, MAX_MESSAGE
 from .spanfile import SpanFile
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,21 @@ class QueuedExport:
         return None  # the export thread keeps its own schedule
 
     def close(self) -> None:
-        """Export everything queued, then shut the exporter down."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
-        self._thread.join()
+        """Export everything queued, then shut the exporter down; stop a collector's retries after
+        ``FINAL_EXPORT_TIMEOUT``.
+
+        The mount's process waits for this one to exit; with a dead collector the SDK would retry each
+        batch for its whole timeout, keeping a finished mount's process alive for most of a minute.
+        """
+        deadline = threading.Timer(FINAL_EXPORT_TIMEOUT, self._exporter.shutdown)
+        deadline.start()
+        try:
+            with self._ready:
+                self._closing = True
+                self._ready.notify()
+            self._thread.join()
+        finally:
+            deadline.cancel()
         self._exporter.shutdown()
 
     def _run(self) -> None:

@@ -68,6 +68,7 @@ from ...names import (
     Addressing,
     OpName,
 )
+from .propagation import CallerContexts, RemoteParent
 from .records import Events, operation_record, session_record
 
 _SESSION_SPANS = {HANDLE_FILE: SPAN_FILE_SESSION, HANDLE_DIRECTORY: SPAN_DIRECTORY_SESSION}
@@ -113,6 +114,8 @@ class Group:
     """Times in ns since the epoch; a deadline of 0 makes the first operation start a segment."""
     operations = errors = bytes_read = bytes_written = 0
     _command: str | None = None
+    remote: RemoteParent | None = None
+    """The caller's span that every segment of this parent span is a child of (``propagation``)."""
 
     def __init__(self, name: str, pid: int, opener: Request | None) -> None:
         self.name = name
@@ -130,7 +133,9 @@ class Group:
 class TracingLayer:
     """Outermost layer: times every operation, whatever the inner layers do to it."""
 
-    def __init__(self, sink: SpanSink, config: TracingConfig, ratio: float) -> None:
+    def __init__(
+        self, sink: SpanSink, config: TracingConfig, ratio: float, contexts: CallerContexts | None = None
+    ) -> None:
         self._sink = sink
         self._ratio = ratio
         self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
@@ -142,6 +147,9 @@ class TracingLayer:
         self._dirs: dict[int, Group] = {}
         self._activities: dict[int, Group] = {}
         self._commands = ProcessNames()
+        self._contexts = contexts
+        if contexts is not None:
+            contexts.on_change(self._context_announced)
         self.kept = 0
         self.sampled_out = 0
 
@@ -179,22 +187,36 @@ class TracingLayer:
             if group is not None:
                 return group
         if traits.opens is not None:
-            return Group(_SESSION_SPANS[traits.opens], op.pid, op)
+            return self._new_group(_SESSION_SPANS[traits.opens], op.pid, op)
         group = self._activities.get(op.pid)
         if group is not None and group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
             self._end_segment(group)
             group = None
         if group is None:
-            group = Group(SPAN_ACTIVITY, op.pid, None)
+            group = self._new_group(SPAN_ACTIVITY, op.pid, None)
             self._activities[op.pid] = group
         return group
+
+    def _new_group(self, name: str, pid: int, opener: Request | None) -> Group:
+        """A parent span for the caller, continuing the caller's trace if it has one (asked once per group)."""
+        group = Group(name, pid, opener)
+        if self._contexts is not None:
+            group.remote = self._contexts.parent_for(pid)
+        return group
+
+    def _context_announced(self, tid: int) -> None:
+        """A thread announced or cleared its context: its activity so far belongs to the previous one."""
+        group = self._activities.pop(tid, None)
+        if group is not None:
+            self._end_segment(group)
 
     def _new_segment(self, group: Group, now: int) -> None:
         self._end_segment(group)
         group.segment += 1
         group.started = now
         group.deadline = now + self._max_ns
-        group.sampled = random.random() < self._ratio
+        remote = group.remote
+        group.sampled = random.random() < self._ratio if remote is None else remote.sampled  # parent-based
         if group.sampled:
             self._parent_span(group)
 
@@ -205,7 +227,8 @@ class TracingLayer:
         then only its ids exist, which is all its children need.
         """
         if group.ids is None:
-            group.ids = (_new_id(128), next(self._span_ids))
+            remote = group.remote
+            group.ids = (_new_id(128) if remote is None else remote.trace_id, next(self._span_ids))
         return group.ids
 
     def _end_segment(self, group: Group) -> None:
@@ -232,7 +255,8 @@ class TracingLayer:
             for kind, count in group.counts.items():
                 attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
             times = (group.started, _clock())
-            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors))
+            parent = 0 if group.remote is None else group.remote.span_id
+            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors, parent))
             group.link = ids
             group.ids = None
         if group.operations:

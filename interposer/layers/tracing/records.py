@@ -91,9 +91,13 @@ def session_record(
     times: tuple[int, int],
     attributes: dict[str, Any],
     errors: int,
+    parent: int,
 ) -> tuple[Any, ...]:
-    """A parent span segment's record: ``ids`` (trace, span), the previous segment as ``link``."""
-    return (SESSION, name, ids, link, times, attributes, errors)
+    """A parent span segment's record: ``ids`` (trace, span), the previous segment as ``link``.
+
+    ``parent``: the span id of the caller's span that it continues (``propagation``), 0 for none.
+    """
+    return (SESSION, name, ids, link, times, attributes, errors, parent)
 
 
 class SpanData(NamedTuple):
@@ -118,9 +122,9 @@ class SpanData(NamedTuple):
 def span_data(record: tuple[Any, ...]) -> SpanData:
     """The span a record stands for, with the attributes the tracing issue asks for (docs/tracing.md)."""
     if record[0] == SESSION:
-        _kind, name, (trace_id, span_id), link, (start, end), summary, errors = record
+        _kind, name, (trace_id, span_id), link, (start, end), summary, errors, parent = record
         failure = f"{errors} failed operations" if errors else None
-        return SpanData(name, trace_id, span_id, 0, start, end, summary, [], link, failure)
+        return SpanData(name, trace_id, span_id, parent, start, end, summary, [], link, failure)
     _kind, op, (trace_id, span_id, parent_id), (start, end), target, paths, caller, error, fault, events = record
     path, inode, handle, offset, size, transferred = target
     operation = _OPERATIONS[op]

@@ -48,8 +48,11 @@ RESTART_PAUSE = 5.0
 """Seconds between restarts of an export process that keeps dying."""
 READY_TIMEOUT = 60.0
 """Seconds the mount waits for a new export process to say where spans go, or why it cannot."""
+FINAL_EXPORT_TIMEOUT = 5.0
+"""Seconds a stopping mount's telemetry has to reach a collector; what it has not taken by then is dropped."""
 EXIT_TIMEOUT = 30.0
-"""Seconds the mount waits, when it stops, for the export process to export what it holds."""
+"""Seconds the mount waits, when it stops, for the export process to export what it holds (a backstop: the
+process gives up on its collector after ``FINAL_EXPORT_TIMEOUT``)."""
 
 
 class SpanShipper:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,11 @@ def _span_json(span: SpanData, attributes: _Attributes) -> str:
     return "".join(parts)
 
 
+def rotated(path: Path) -> Path:
+    """Where a span file's older half goes when it passes ``max_bytes``: ``<file>.1``."""
+    return path.with_name(path.name + ".1")
+
+
 class SpanFile:
     """Appends batches of spans as OTLP/JSON lines, straight from ``SpanData``; rotates past ``max_bytes``.
 
@@ -152,19 +157,9 @@ class SpanFile:
         line = self.encode(spans)
         try:
             if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
-                self.path.replace(self.path.with_name(self.path.name + ".1"))
+                self.path.replace(rotated(self.path))
             with self.path.open("a") as handle:
                 handle.write(line)
         except OSError:
             return False
         return True
-
-
-def read_requests(path: Path) -> Iterator[dict[str, Any]]:
-    """Every request in a span file (and its rotation, oldest first), as OTLP/JSON dicts."""
-    for candidate in (path.with_name(path.name + ".1"), path):
-        if candidate.exists():
-            with candidate.open() as handle:
-                for line in handle:
-                    if line.strip():
-                        yield json.loads(line)
