@@ -221,9 +221,12 @@ def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "holds no settings: it needs a faults and/or throttle section"),
-        ("fautls: {rules: []}\n", "'fautls' is not a configuration section; allowed while mounted: faults, throttle"),
-        ("cache: {entry_timeout: 2}\n", "cache: cannot change while mounted; allowed: faults, throttle"),
+        ("", "holds no settings: it needs a faults and/or throttle and/or crash section"),
+        (
+            "fautls: {rules: []}\n",
+            "'fautls' is not a configuration section; allowed while mounted: faults, throttle, crash",
+        ),
+        ("cache: {entry_timeout: 2}\n", "cache: cannot change while mounted; allowed: faults, throttle, crash"),
     ],
 )
 def test_ctl_set_refuses_what_changes_nothing(mounted: MountProcess, scratch: Path, text: str, expected: str) -> None:

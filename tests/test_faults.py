@@ -281,7 +281,7 @@ def test_control_changes_behaviour_mid_run(mount_factory: MountFactory, scratch:
     cache = scratch / "cache.yaml"
     cache.write_text("cache:\n  direct_io: false\n")
     refused = interposer("ctl", mountpoint, "set", str(cache))
-    assert "cache: cannot change while mounted; allowed: faults, throttle" in refused.stderr
+    assert "cache: cannot change while mounted; allowed: faults, throttle, crash" in refused.stderr
 
     throttle = scratch / "throttle.yaml"
     throttle.write_text("faults: {rules: []}\nthrottle:\n  mode: fail\n  read_iops: {rate: 1, burst: 1}\n")
