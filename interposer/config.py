@@ -96,6 +96,15 @@ class OtlpSection(Section):
     )
 
 
+AlwaysKept = Literal["errors", "negative_lookups", "faults"]
+"""What sampling never drops: failed operations (but a lookup's ENOENT), lookups that found no entry (how every
+create starts: an error for metrics, a success for sampling unless listed), and operations a fault was injected
+into."""
+KEEP_ERRORS: AlwaysKept = "errors"
+KEEP_NEGATIVE_LOOKUPS: AlwaysKept = "negative_lookups"
+KEEP_FAULTS: AlwaysKept = "faults"
+
+
 class TracingConfig(OtlpSection):
     """Spans for every operation."""
 
@@ -111,8 +120,13 @@ class TracingConfig(OtlpSection):
         None,
         ge=0,
         le=1,
-        description="Share of traces kept; errors and injected faults are always kept. "
-        "Unset: OTEL_TRACES_SAMPLER(_ARG), else 1.",
+        description="Share of parent spans kept, each with its operations; what always_keep names is kept "
+        "whatever the ratio. Unset: OTEL_TRACES_SAMPLER(_ARG), else 1.",
+    )
+    always_keep: frozenset[AlwaysKept] = Field(
+        frozenset({KEEP_ERRORS, KEEP_FAULTS}),
+        description="Operations kept whatever the sampling: errors (every failure but a lookup's ENOENT), "
+        "negative_lookups (a lookup's ENOENT, how every create starts), faults (an injected fault).",
     )
     activity_idle_gap: float = Field(
         1.0, gt=0, le=3600, description="Seconds of quiet after which a process's activity span ends."

@@ -174,31 +174,41 @@ def test_paths_follow_renames_of_parents_hard_links_and_deletion(
     assert roots[0].attributes["file.inode"] == 1
 
 
-def test_sampling_at_one_percent_keeps_every_error(mount_factory: MountFactory, collector: Collector) -> None:
+def test_sampling_keeps_every_real_error_and_samples_negative_lookups_like_successes(
+    mount_factory: MountFactory, collector: Collector
+) -> None:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
         "OTEL_TRACES_SAMPLER": "traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
     }
     mount = mount_factory(env=env)
-    for index in range(300):
+    for index in range(100):
         (mount.mountpoint / f"f{index}").write_bytes(b"x")
+    for index in range(20):
+        (mount.mountpoint / f"full-{index}").mkdir()
+        (mount.mountpoint / f"full-{index}" / "file").write_bytes(b"")
+        with pytest.raises(OSError) as failure:
+            os.rmdir(mount.mountpoint / f"full-{index}")
+        assert failure.value.errno == errno.ENOTEMPTY
     for index in range(20):
         with pytest.raises(FileNotFoundError):
             os.stat(mount.mountpoint / f"missing-{index}")
     mount.stop()
-    wanted = {f"/missing-{index}" for index in range(20)}
+    not_empty = {f"/full-{index}" for index in range(20)}
 
-    def missing_lookups(received: list[ReceivedSpan]) -> list[ReceivedSpan]:
-        return [s for s in received if s.error and s.attributes.get("file.path") in wanted]
+    def refused_removals(received: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in received if s.error and s.attributes.get("file.path") in not_empty]
 
-    spans = settled(collector, mount, lambda s: len(missing_lookups(s)) == 20)
-    errors = missing_lookups(spans)
-    assert all(s.attributes["error.type"] == "ENOENT" for s in errors)
-    assert len(by_name(spans, "fuse.file")) < 30, "about 1% of 300 handle sessions should be kept"
+    spans = settled(collector, mount, lambda s: len(refused_removals(s)) == 20)
+    errors = refused_removals(spans)
+    assert all(s.attributes["error.type"] == "ENOTEMPTY" for s in errors), "every real failure is kept"
     kept_ids = {s.span_id for s in spans}
     for error in errors:
         assert error.parent_id in kept_ids, "the parent of a kept span must be kept"
+    # Nothing is sampled at 0: no handle session, and no lookup that only found nothing (how creates start).
+    assert not by_name(spans, "fuse.file")
+    assert not [s for s in by_name(spans, "fuse.lookup") if s.attributes.get("error.type") == "ENOENT"]
 
 
 def test_dead_collector_costs_no_latency_and_memory_stays_bounded(

@@ -70,6 +70,7 @@ class InProcessStack:
         *,
         observe: bool = True,
         extra: list[Layer] | None = None,
+        sample_ratio: float = 1.0,
     ) -> None:
         self.config = InterposerConfig.model_validate(config or {})
         self.backing = backing
@@ -78,7 +79,7 @@ class InProcessStack:
         self.health = TelemetryHealth()
         observers: dict[str, Layer] = {}
         if observe:
-            self.tracing = TracingLayer(self.sink, self.config.tracing, 1.0)
+            self.tracing = TracingLayer(self.sink, self.config.tracing, sample_ratio)
             self.metric_reader = InMemoryMetricReader()
             provider = MeterProvider(metric_readers=[self.metric_reader])
             self.duration = RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS)

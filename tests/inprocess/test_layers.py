@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pyfuse3
+import pytest
 
 from interposer.fuse.pipeline import NextCall
 from interposer.fuse.request import Notes, Reply, Request
@@ -57,6 +58,33 @@ def test_tracing_groups_a_handles_operations_under_its_file_span(make_stack: Sta
         assert spans[name].parent_id == parent.span_id
         assert spans[name].attributes[ATTR_FILE_PATH] == "/traced"
     assert parent.attributes["fuse.session.bytes_written"] == 3
+
+
+@pytest.mark.parametrize(
+    ("always_keep", "kept"),
+    [
+        (None, {"fuse.rmdir", "fuse.mkdir"}),  # the default: errors and faults, not a lookup that found nothing
+        (["errors", "faults", "negative_lookups"], {"fuse.lookup", "fuse.rmdir", "fuse.mkdir"}),
+        (["negative_lookups"], {"fuse.lookup"}),
+        ([], set()),
+    ],
+)
+def test_sampling_keeps_what_always_keep_names(
+    make_stack: StackFactory, always_keep: list[str] | None, kept: set[str]
+) -> None:
+    tracing: dict[str, Any] = {} if always_keep is None else {"always_keep": always_keep}
+    faults = _rule({"errno": "ENOSPC"}, operations=["mkdir"])
+    stack = make_stack({"tracing": tracing, "faults": faults}, sample_ratio=0.0)
+    os.mkdir(stack.backing / "full")
+    (stack.backing / "full" / "file").write_bytes(b"")
+    assert stack.errno_of(lambda: stack.fs.lookup(ROOT, b"missing", CALLER)) == errno.ENOENT
+    assert stack.errno_of(lambda: stack.fs.rmdir(ROOT, b"full", CALLER)) == errno.ENOTEMPTY
+    assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"new", 0o755, CALLER)) == errno.ENOSPC
+    operations = {span.name for span in stack.sink.spans() if span.attributes.get(ATTR_OPERATION)}
+    assert operations == kept
+    # A lookup that found nothing is an error for metrics whatever sampling keeps.
+    failed = frozenset({ATTR_OPERATION: "lookup", ATTR_ERROR_TYPE: "ENOENT"}.items())
+    assert sum(stack.duration.series[failed].counts) == 1
 
 
 def test_metrics_count_bytes_moved_handles_and_failures(make_stack: StackFactory) -> None:

@@ -13,8 +13,11 @@ Grouping (docs/tracing.md):
   so a handle shows up in Jaeger while it is still open.
 
 Sampling.  Each parent span segment is sampled (kept whole) with the
-configured ratio.  An operation outside a sampled segment is still kept if it
-failed or a fault was injected into it; its parent span is then created on
+configured ratio, or as the caller's trace says when it continues one.  An
+operation outside a sampled segment is still kept if ``always_keep`` names
+it: by default a failure or an injected fault, but not a lookup that found
+no entry, which is how every create starts and so is sampled like a success
+(it is still an error in metrics).  Its parent span is then created on
 demand, so a kept span always has its parent.  The decision is made when the
 operation ends, before anything is built: a dropped operation costs two clock
 reads and a few counters.  A kept operation becomes a record of plain values
@@ -31,6 +34,7 @@ so a release names the file it released.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import random
 import time
@@ -39,7 +43,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ...config import TracingConfig
+from ...config import KEEP_ERRORS, KEEP_FAULTS, KEEP_NEGATIVE_LOOKUPS, TracingConfig
 from ...errnos import errno_of
 from ...fuse.callers import ProcessNames
 from ...fuse.pipeline import NextCall
@@ -147,6 +151,9 @@ class TracingLayer:
         self._dirs: dict[int, Group] = {}
         self._activities: dict[int, Group] = {}
         self._commands = ProcessNames()
+        self._keep_errors = KEEP_ERRORS in config.always_keep
+        self._keep_negative_lookups = KEEP_NEGATIVE_LOOKUPS in config.always_keep
+        self._keep_faults = KEEP_FAULTS in config.always_keep
         self._contexts = contexts
         if contexts is not None:
             contexts.on_change(self._context_announced)
@@ -291,7 +298,12 @@ class TracingLayer:
             group.bytes_read += reply.transferred
         elif traits.direction is DIRECTION_WRITE:
             group.bytes_written += reply.transferred
-        if parent is not None or group.sampled or error is not None or notes.fault is not None:
+        if (
+            parent is not None
+            or group.sampled
+            or (error is not None and self._keeps_failure(name, error))
+            or (notes.fault is not None and self._keep_faults)
+        ):
             self.kept += 1
             if parent is None:
                 parent = self._parent_span(group)
@@ -320,6 +332,12 @@ class TracingLayer:
             self._closed(self._dirs if traits.releases is HANDLE_DIRECTORY else self._files, op.fh)
         elif traits.opens is not None:
             self._opened(self._dirs if traits.opens is HANDLE_DIRECTORY else self._files, reply, group, error)
+
+    def _keeps_failure(self, name: OpName, error: BaseException) -> bool:
+        """Whether ``always_keep`` keeps this failure: a lookup that found nothing is benign unless listed."""
+        if name is OpName.LOOKUP and errno_of(error) == errno.ENOENT:
+            return self._keep_negative_lookups
+        return self._keep_errors
 
     def _caller(self, op: Request, group: Group) -> tuple[int, int, int, str]:
         """(pid, uid, gid, command) of the operation's caller (for a handle operation, resolved: its opener)."""
