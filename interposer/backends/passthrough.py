@@ -379,13 +379,10 @@ class PassthroughBackend:
         return self._attributes(self.inodes.number_for(st), st)
 
     async def releasedir(self, op: Request) -> Reply:
-        self.handles.pop(op.fh)
-        os.close(op.fh)
-        return NONE
+        return await self.release(op)  # a directory handle is a descriptor in the same table
 
     async def fsyncdir(self, op: Request) -> Reply:
-        await trio.to_thread.run_sync(os.fdatasync if op.datasync else os.fsync, op.fh)
-        return NONE
+        return await self.fsync(op)
 
     # -- file system and extended attributes -------------------------------------------
 
