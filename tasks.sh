@@ -13,12 +13,12 @@ cd "$(dirname "$0")"
 # Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
 # own test suites, which the tests run inside the mount. Debian's prometheus and
 # prometheus-alertmanager are the real servers the metrics, dashboard and alert tests use;
-# chromium renders the HTML report in its test.
+# chromium renders the HTML report in its test; jq is what the README's examples read JSON with.
 PYTHON=/usr/bin/python3
 SYSTEM_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc
   python3 python3-dev python3-venv libpython3.11-testsuite
-  fio attr tar
+  fio attr tar jq
   prometheus prometheus-alertmanager chromium
 )
 # The image is built with buildah (as root, overlay storage, chroot isolation: no daemon, no
