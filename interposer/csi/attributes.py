@@ -44,9 +44,12 @@ VOLUME_FIELDS = (
     "tracing.activity_idle_gap",
     "tracing.segment_max_seconds",
     "tracing.segment_max_operations",
+    "tracing.always_keep",
+    "tracing.propagation",
     "metrics.enabled",
     "throttle",
     "faults",
+    "crash",
     "log_level",
 )
 """Config fields (and whole sections) a volume's attributes may set; every other field is the driver's."""
