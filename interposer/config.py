@@ -123,8 +123,8 @@ class TracingConfig(OtlpSection):
         description="Share of parent spans kept, each with its operations; what always_keep names is kept "
         "whatever the ratio. Unset: OTEL_TRACES_SAMPLER(_ARG), else 1.",
     )
-    always_keep: frozenset[AlwaysKept] = Field(
-        frozenset({KEEP_ERRORS, KEEP_FAULTS}),
+    always_keep: tuple[AlwaysKept, ...] = Field(
+        (KEEP_ERRORS, KEEP_FAULTS),
         description="Operations kept whatever the sampling: errors (every failure but a lookup's ENOENT), "
         "negative_lookups (a lookup's ENOENT, how every create starts), faults (an injected fault).",
     )
