@@ -1,8 +1,9 @@
 """Where a request's time goes inside the mount, stage by stage, from a deterministic profile of the server.
 
 ``python -m benchmarks --profile`` runs each workload once more on a mount
-started under ``cProfile`` (one mount per workload, so each profile is one
-request mix), and splits the server's busy time by where each function lives:
+that serves under ``cProfile`` (``INTERPOSER_PROFILE``: the serving loop only,
+start-up excluded; one mount per workload, so each profile is one request
+mix), and splits the server's busy time by where each function lives:
 
 * ``pyfuse3 and trio``: the binding's request loop and the event loop;
 * ``adapter``: interposer/fuse (decoding a request, the pipeline's calls);
@@ -12,8 +13,7 @@ request mix), and splits the server's busy time by where each function lives:
 * ``other``: everything else the process runs (shared helpers, the SDK).
 
 Time blocked waiting for the next request (the event loop's ``epoll``) is
-idle, not a stage, and a profile of a mount that served nothing is subtracted
-(start-up and shutdown).  Each stage is reported in microseconds per request
+idle, not a stage.  Each stage is reported in microseconds per request
 served, the requests counted by the adapter's handlers.  A deterministic
 profiler adds a fixed cost to every Python call, so Python-heavy stages look
 heavier than they are: compare stages and runs, not these figures with the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from interposer.mount.child import MountProcess
-from interposer.names import OpName
+from interposer.names import PROFILE_VARIABLE, OpName
 
 from .workloads import Settings, Target, Workload
 
@@ -96,12 +96,6 @@ class StageProfile:
                 requests[function] = primitive_calls
         return cls(seconds, requests)
 
-    def minus(self, baseline: StageProfile) -> StageProfile:
-        """What the workload added to a mount that was started and stopped with no work (start-up, shutdown)."""
-        seconds = {stage: max(value - baseline.seconds.get(stage, 0.0), 0.0) for stage, value in self.seconds.items()}
-        requests = {op: count - baseline.requests.get(op, 0) for op, count in self.requests.items()}
-        return StageProfile(seconds, {op: count for op, count in requests.items() if count > 0})
-
     def microseconds_per_request(self) -> dict[str, float]:
         """Each stage's busy time divided by every request served, busiest stage first."""
         total = sum(self.requests.values()) or 1
@@ -114,35 +108,27 @@ class StageProfile:
 def profiled_mount(
     backing: Path, mountpoint: Path, arguments: list[str], profile: Path, log: IO[bytes]
 ) -> MountProcess:
-    """A mount whose server runs under cProfile, which writes ``profile`` when the mount stops."""
-    return MountProcess(
-        backing, mountpoint, arguments, log=log, interpreter_args=["-m", "cProfile", "-o", str(profile)]
-    )
+    """A mount whose serving loop runs under cProfile, which writes ``profile`` when the mount stops."""
+    return MountProcess(backing, mountpoint, arguments, log=log, env={PROFILE_VARIABLE: str(profile)})
 
 
 def profile_workloads(
     workloads: list[Workload], base: Path, arguments: list[str], settings: Settings
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Each workload once on a mount of its own under the profiler, less a mount that served nothing."""
+    """Each workload once, on a profiled mount of its own."""
     work = base / "profile"
     work.mkdir(exist_ok=True)
-
-    def run(name: str, workload: Workload | None) -> StageProfile:
-        backing, mountpoint = work / f"{name}-backing", work / f"{name}-mnt"
+    results = {}
+    for workload in workloads:
+        backing, mountpoint = work / f"{workload.name}-backing", work / f"{workload.name}-mnt"
         backing.mkdir()
         mountpoint.mkdir()
         with (
-            (work / f"{name}.log").open("wb") as log,
-            profiled_mount(backing, mountpoint, arguments, work / f"{name}.prof", log),
+            (work / f"{workload.name}.log").open("wb") as log,
+            profiled_mount(backing, mountpoint, arguments, work / f"{workload.name}.prof", log),
         ):
-            if workload is not None:
-                workload.run(Target(mountpoint, backing), settings)
-        return StageProfile.read(work / f"{name}.prof")
-
-    idle = run("idle", None)
-    results = {}
-    for workload in workloads:
-        profile = run(workload.name, workload).minus(idle)
+            workload.run(Target(mountpoint, backing), settings)
+        profile = StageProfile.read(work / f"{workload.name}.prof")
         results[workload.name] = {
             "requests": {op: float(count) for op, count in profile.requests.items()},
             "microseconds_per_request": profile.microseconds_per_request(),

@@ -383,3 +383,7 @@ INSTRUMENTS = (
 
 CSI_DRIVER_NAME = "csi.cnfs-interposer.io"
 """The CSI driver's name: GetPluginInfo, the CSIDriver object, StorageClasses and pods' volumes all use it."""
+
+PROFILE_VARIABLE = "INTERPOSER_PROFILE"
+"""When set, a mount serves under cProfile and writes the profile of its serving loop (start-up excluded) to this
+path when it stops: ``python -m benchmarks --profile`` reads it (benchmarks/profile.py)."""

@@ -33,16 +33,13 @@ class MountProcess:
         log: IO[Any] | int | None = None,
         ready_timeout: float = 20.0,
         env: dict[str, str] | None = None,
-        interpreter_args: Sequence[str] = (),
     ) -> None:
-        """``interpreter_args`` go to Python before ``-m interposer``: the benchmark's profiler runs the mount so."""
         self.backing = backing
         self.mountpoint = mountpoint.absolute()
         self.args = list(args)
         self.log = log
         self.ready_timeout = ready_timeout
         self.env = env
-        self.interpreter_args = list(interpreter_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,8 +47,7 @@ class MountProcess:
         return socket_path_for(self.mountpoint)
 
     def start(self) -> MountProcess:
-        command = [sys.executable, *self.interpreter_args, "-m", "interposer", "mount"]
-        command += [str(self.backing), str(self.mountpoint), *self.args]
+        command = [sys.executable, "-m", "interposer", "mount", str(self.backing), str(self.mountpoint), *self.args]
         env = None if self.env is None else {**os.environ, **self.env}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, env=env)
         self.wait_ready()

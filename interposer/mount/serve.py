@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cProfile
 import importlib
 import logging
 import os
@@ -29,7 +30,7 @@ from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.setup import TracingSetup, build_tracing
 from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
 from ..layers.tracing.spanfile import rotated
-from ..names import SIGNAL_METRICS, SIGNAL_TRACES
+from ..names import PROFILE_VARIABLE, SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
 from .control import ControlServer, runtime_path_for, socket_path_for
 from .reconfigure import LayerStack
@@ -251,7 +252,7 @@ class Mount:
             )
             if self.tracing is not None:
                 log.info("spans go to %s (%s)", self.tracing.destination, self.tracing.exporter_name)
-            trio.run(self._session)
+            self._run_session()
         finally:
             pyfuse3.close(unmount=fuse_fd is None)
             if self.tracing_layer is not None:
@@ -285,6 +286,18 @@ class Mount:
             for path in (self.default_span_file, rotated(self.default_span_file)):
                 path.unlink(missing_ok=True)
             log.info("removed the default span file %s with its mount", self.default_span_file)
+
+    def _run_session(self) -> None:
+        """Serve until stopped; under cProfile when PROFILE_VARIABLE names a file (the benchmark's --profile)."""
+        profile = os.environ.get(PROFILE_VARIABLE)
+        if not profile:
+            trio.run(self._session)
+            return
+        profiler = cProfile.Profile()
+        try:
+            profiler.runcall(trio.run, self._session)
+        finally:
+            profiler.dump_stats(profile)
 
     async def _session(self) -> None:
         async with trio.open_nursery() as nursery:
