@@ -133,8 +133,14 @@ def test_sampling_follows_the_parent_and_errors_are_always_kept(
     keep_all = traced_mount(mount_factory, collector, scratch, "tracing:\n  sample_ratio: 1\n")
     keep_none = traced_mount(mount_factory, collector, scratch, "tracing:\n  sample_ratio: 0\n")
     unsampled = traceparent(span_id="1111111111111111", flags="00")
-    missing = "import os,sys\nopen(sys.argv[1], 'w').write('x')\nassert not os.path.exists(sys.argv[2])\n"
-    run_child({"TRACEPARENT": unsampled}, keep_all.mountpoint / "quiet", keep_all.mountpoint / "gone", script=missing)
+    (keep_all.backing / "gone").mkdir()  # not empty: removing it through the mount is a real failure
+    (keep_all.backing / "gone" / "file").write_bytes(b"")
+    refused = (
+        "import errno,os,sys\nopen(sys.argv[1], 'w').write('x')\n"
+        "try:\n    os.rmdir(sys.argv[2])\nexcept OSError as e:\n    assert e.errno == errno.ENOTEMPTY\n"
+        "else:\n    raise SystemExit('removed a directory that is not empty')\n"
+    )
+    run_child({"TRACEPARENT": unsampled}, keep_all.mountpoint / "quiet", keep_all.mountpoint / "gone", script=refused)
     run_child({"TRACEPARENT": traceparent()}, keep_none.mountpoint / "kept")
     keep_all.stop()
     keep_none.stop()
@@ -146,10 +152,11 @@ def test_sampling_follows_the_parent_and_errors_are_always_kept(
     assert {s.name for s in kept if s.parent_id == session.span_id} >= {"fuse.create", "fuse.write"}
 
     # An unsampled parent drops them even at a ratio of 1, but its errors are kept, in its trace.
-    spans = settled(collector, keep_all, lambda s: any(x.error and x.attributes["file.path"] == "/gone" for x in s))
+    spans = settled(collector, keep_all, lambda s: any(x.error and x.attributes.get("file.path") == "/gone" for x in s))
     assert not by_name(spans, "fuse.file")
     assert not [s for s in spans if not s.error and s.name != "fuse.activity"], "only errors and their parent"
     (error,) = [s for s in spans if s.error and s.attributes.get("file.path") == "/gone"]
+    assert (error.name, error.attributes["error.type"]) == ("fuse.rmdir", "ENOTEMPTY")
     assert error.trace_id == TRACE
     (activity,) = [s for s in spans if s.span_id == error.parent_id]
     assert (activity.name, activity.parent_id) == ("fuse.activity", "1111111111111111")
