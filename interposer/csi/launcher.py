@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..mount.control import runtime_path_for, socket_path_for
+from ..procfs import running_start_time
 from .state import Publication
 
 SERVER_COMMAND = "volume-server"
@@ -66,18 +67,6 @@ def server_arguments(spec: ServerSpec, cgroup: Path | None) -> list[str]:
     return arguments + ([] if cgroup is None else ["--cgroup", str(cgroup)])
 
 
-def start_time_of(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), or None for a gone or zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
 class LocalLauncher:
     """Servers as detached processes (their own session, no CAP_SYS_ADMIN), each in ``<cgroup_root>/<key>``.
 
@@ -108,13 +97,13 @@ class LocalLauncher:
             )
         self.children[process.pid] = process
         return publication.model_copy(
-            update={"pid": process.pid, "start_time": start_time_of(process.pid), "cgroup": cgroup and str(cgroup)}
+            update={"pid": process.pid, "start_time": running_start_time(process.pid), "cgroup": cgroup and str(cgroup)}
         )
 
     def gone(self, publication: Publication) -> str | None:
         self._reap()
         pid = publication.pid
-        if pid is not None and start_time_of(pid) == publication.start_time:
+        if pid is not None and running_start_time(pid) == publication.start_time:
             return None
         return f"the server process (pid {pid}) is gone"
 

@@ -45,14 +45,13 @@ from ...names import (
     TRACEPARENT_VARIABLE,
     TRACESTATE_VARIABLE,
 )
+from ...procfs import start_time
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 IDENTITY_RECHECK_NS = 1_000_000_000
 """How long a thread's identity (id and start time) is trusted before ``/proc`` is read again.  Reading it costs
 tens of microseconds, and a thread id is reused only after the kernel has handed out every other pid
 (``kernel.pid_max``, 32768 at the least), which in a second only a fork bomb does."""
-_STARTTIME_FIELD = 19
-"""Index of ``starttime`` (field 22 of proc_pid_stat(5)) among the fields after the command's closing parenthesis."""
 _TRACEPARENT = TRACEPARENT_VARIABLE.encode() + b"="
 _TRACESTATE = TRACESTATE_VARIABLE.encode() + b"="
 
@@ -81,12 +80,6 @@ def parse_trace_context(traceparent: str, tracestate: str | None = None) -> Remo
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
-
-
-def start_time(tid: int) -> int:
-    """The thread's (or process's) start time in clock ticks since boot: with its id, a name never reused."""
-    stat = _read(f"/proc/{tid}/stat")
-    return int(stat[stat.rindex(b")") + 2 :].split()[_STARTTIME_FIELD])
 
 
 def thread_group(tid: int) -> int:
