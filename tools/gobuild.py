@@ -1,0 +1,207 @@
+"""Build the stack's Go programs from their Go modules into .tools/, as tools/gobuild.toml lists them.
+
+    python -m tools.gobuild [NAME...]     build these (default: every program in the table)
+    python -m tools.gobuild --list        print the table: name, module@version, output
+
+Each program is built in its own throwaway module (.tools/build/NAME: `go mod init`, its replaces
+re-declared, `go get -tool PACKAGE@VERSION`), so the version is exactly the table's, and then
+`go build -trimpath` with the table's ldflags. A stamp records what was built: a second run with the
+same table entry and the same Go does nothing. One line is printed per program. Builds run at nice 10
+(the machine is small and shared); two runs at once wait for each other, program by program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = Path(__file__).with_suffix(".toml")
+FILES = Path(__file__).with_name("gobuild_files")
+TOOLS = ROOT / ".tools"
+BIN = TOOLS / "bin"
+HELM_PLUGINS = TOOLS / "helm" / "plugins"
+"""Where the helm plugins built here live: point HELM_PLUGINS at it (see helm_environment)."""
+GO_FALLBACK = "/usr/local/go/bin/go"
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    module: str
+    version: str
+    package: str
+    output: str
+    dest: str = "bin"
+    ldflags: tuple[str, ...] = ()
+    commit: str = ""
+    replace: dict[str, str] = field(default_factory=dict)
+    require: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    toolchain: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    skip: str = ""
+
+    @property
+    def path(self) -> Path:
+        return TOOLS / self.dest / self.output
+
+    def expanded_ldflags(self) -> str:
+        values = {"version": self.version, "version_bare": self.version.removeprefix("v"), "commit": self.commit}
+        return " ".join(flag.format(**values) for flag in self.ldflags)
+
+
+KEYS = {"module", "version", "package", "output", "dest", "ldflags", "commit", "replace", "require", "tags", "env"}
+KEYS |= {"toolchain", "files", "skip"}
+
+
+def load(table: Path = TABLE) -> dict[str, Program]:
+    """The table, checked: unknown keys and missing module/version are errors, not ignored."""
+    programs = {}
+    for name, entry in tomllib.loads(table.read_text()).items():
+        unknown = set(entry) - KEYS
+        if unknown:
+            raise ValueError(f"{table.name} [{name}]: unknown keys {sorted(unknown)}")
+        if "module" not in entry or "version" not in entry:
+            raise ValueError(f"{table.name} [{name}]: module and version are required")
+        programs[name] = Program(
+            name=name,
+            module=entry["module"],
+            version=entry["version"],
+            package=entry.get("package", entry["module"]),
+            output=entry.get("output", name),
+            dest=entry.get("dest", "bin"),
+            ldflags=tuple(entry.get("ldflags", ())),
+            commit=entry.get("commit", ""),
+            replace=dict(entry.get("replace", {})),
+            require=dict(entry.get("require", {})),
+            tags=tuple(entry.get("tags", ())),
+            env=dict(entry.get("env", {})),
+            toolchain=entry.get("toolchain", ""),
+            files=dict(entry.get("files", {})),
+            skip=entry.get("skip", ""),
+        )
+    return programs
+
+
+def go_command() -> str:
+    return shutil.which("go") or GO_FALLBACK
+
+
+def go_environment(program: Program) -> dict[str, str]:
+    env = {**os.environ, "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": program.toolchain or "local"}
+    env.update(program.env)
+    return env
+
+
+def go_version(program: Program) -> str:
+    result = subprocess.run(
+        [go_command(), "env", "GOVERSION"], env=go_environment(program), capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def helm_environment() -> dict[str, str]:
+    """The environment under which helm (and helmfile's helm) finds the plugins built here."""
+    return {"HELM_PLUGINS": str(HELM_PLUGINS)}
+
+
+class BuildError(Exception):
+    pass
+
+
+def stamp_of(program: Program, go: str) -> str:
+    files = {target: (FILES / source).read_text() for target, source in sorted(program.files.items())}
+    record = {**program.__dict__, "go": go, "files": files}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def run_go(arguments: list[str], program: Program, cwd: Path) -> None:
+    result = subprocess.run(
+        [go_command(), *arguments], cwd=cwd, env=go_environment(program), capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BuildError(f"go {' '.join(arguments)}:\n{result.stdout}{result.stderr}".rstrip())
+
+
+def build_one(program: Program) -> str:
+    """Build one program unless its stamp says it is already built; return its line."""
+    label = f"{program.name:<16} {program.module}@{program.version}"
+    if program.skip:
+        return f"{label}  not built: {program.skip}"
+    work = TOOLS / "build" / program.name
+    stamp_file = TOOLS / "stamps" / f"{program.name}.sha256"
+    work.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(work.parent / f"{program.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        go = go_version(program)
+        stamp = stamp_of(program, go)
+        if program.path.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+            return f"{label}  up to date: {program.path.relative_to(ROOT)}"
+        started = time.monotonic()
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        run_go(["mod", "init", f"cnfs-interposer.tools/{program.name}"], program, work)
+        for old, new in program.replace.items():
+            new_path, _, new_version = new.partition(" ")
+            run_go(
+                ["mod", "edit", f"-replace={old}={new_path}@{new_version}" if new_version else f"-replace={old}={new}"],
+                program,
+                work,
+            )
+        pins = [f"{path}@{version}" for path, version in program.require.items()]
+        run_go(["get", "-tool", f"{program.package}@{program.version}", *pins], program, work)
+        program.path.parent.mkdir(parents=True, exist_ok=True)
+        built = program.path.with_name(program.path.name + ".new")
+        command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
+        if program.tags:
+            command += ["-tags", ",".join(program.tags)]
+        run_go([*command, program.package], program, work)
+        built.replace(program.path)
+        for target, source in program.files.items():
+            (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(FILES / source, TOOLS / target)
+        stamp_file.write_text(stamp)
+        return f"{label}  built in {time.monotonic() - started:.0f} s ({go}): {program.path.relative_to(ROOT)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.gobuild", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="programs of tools/gobuild.toml (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the table and build nothing")
+    arguments = parser.parse_args(argv)
+    programs = load()
+    unknown = [name for name in arguments.names if name not in programs]
+    if unknown:
+        parser.error(f"not in {TABLE.name}: {', '.join(unknown)}; known: {', '.join(programs)}")
+    selected = [programs[name] for name in arguments.names or programs]
+    if arguments.list:
+        for program in selected:
+            print(f"{program.name:<16} {program.module}@{program.version}  {program.path.relative_to(ROOT)}")
+        return 0
+    if os.nice(0) < 10:
+        os.nice(10 - os.nice(0))
+    failed = 0
+    for program in selected:
+        try:
+            print(build_one(program), flush=True)
+        except BuildError as error:
+            failed += 1
+            print(f"{program.name:<16} {program.module}@{program.version}  FAILED: {error}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
