@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .config import CacheConfig, ConfigError, InterposerConfig, load_config, read_config_file
+from .config import CacheConfig, ConfigError, FuseConfig, InterposerConfig, load_config, read_config_file
 from .csi.volume_server import main as volume_server
 from .logs import configure_logging
 from .mount.control import NoAnswerError, NotAMountError, ask, socket_path_for
@@ -64,6 +64,7 @@ def main() -> None:
 @click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="YAML config file.")
 @click.option("--force", is_flag=True, help="Clear a stale mount (Transport endpoint is not connected) first.")
+@click.option("--allow-nonempty", is_flag=True, help=FuseConfig.model_fields["allow_nonempty"].description)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -72,7 +73,13 @@ def main() -> None:
 )
 @_cache_options
 def mount(
-    backing: Path, mountpoint: Path, config_file: Path | None, force: bool, log_level: str | None, **cache: Any
+    backing: Path,
+    mountpoint: Path,
+    config_file: Path | None,
+    force: bool,
+    allow_nonempty: bool,
+    log_level: str | None,
+    **cache: Any,
 ) -> None:
     """Mount a passthrough of BACKING at MOUNTPOINT; stays in the foreground until SIGINT/SIGTERM."""
     from .mount.serve import Mount, MountError, prepare_mountpoint
@@ -82,13 +89,15 @@ def mount(
     if log_level is not None:
         overrides["log_level"] = log_level
     flags = {f"cache.{name}": _CACHE_FLAGS[f"cache.{name}"] for name in given}
+    if allow_nonempty:
+        overrides["fuse"] = {"allow_nonempty": True}
     try:
         config = load_config(config_file, overrides, flags)
     except ConfigError as exc:
         _fail(str(exc))
     configure_logging(config.log_level)
     try:
-        prepare_mountpoint(mountpoint, force=force)
+        prepare_mountpoint(mountpoint, force=force, allow_nonempty=config.fuse.allow_nonempty)
         Mount(backing, mountpoint, config).serve()
     except (ConfigError, MountError) as exc:
         _fail(str(exc))

@@ -55,6 +55,11 @@ class FuseConfig(Section):
     max_workers: int = Field(64, ge=1, le=4096, description="Most requests served concurrently.")
     fsname: str = Field("interposer", pattern=r"^[\w.-]{1,64}$", description="Source name in /proc/mounts.")
     read_only: bool = Field(False, description="Mount read-only: every write fails with EROFS in the kernel.")
+    allow_nonempty: bool = Field(
+        False,
+        description="Mount over a directory that holds entries, hiding them until unmount; unset, "
+        "'interposer mount' refuses such a directory.",
+    )
 
 
 class FakeConfig(Section):
@@ -267,6 +272,23 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+def yaml_error(path: Path, error: yaml.YAMLError) -> str:
+    """Where a YAML file is broken, as ``FILE:LINE:COLUMN`` (editors jump there), and what is wrong, with the line.
+
+    PyYAML's own message names ``"<unicode string>"`` for text it was given, not the file the text came from.
+    """
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"{path}: not valid YAML: {error}"
+    mark = error.problem_mark
+    problem = error.problem or "syntax error"
+    context = error.context_mark
+    if error.context and context is not None and (context.line, context.column) != (mark.line, mark.column):
+        problem += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    snippet = mark.get_snippet() or ""
+    shown = f"\n{snippet}" if snippet.split("\n")[0].strip() else ""  # the end of the file: no line to show
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}{shown}"
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The raw mapping in a YAML config file; errors name the file."""
     try:
@@ -274,7 +296,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(yaml_error(path, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -96,9 +96,39 @@ def test_unmount_force_clears_a_stale_mount(scratch: Path) -> None:
 def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: Path) -> None:
     result = interposer("mount", str(scratch), str(mounted.mountpoint))
     assert result.returncode == 2
-    assert "already a FUSE mount" in result.stderr
+    assert result.stderr == (
+        f"interposer: {mounted.mountpoint} is already an interposer mount: 'interposer ctl {mounted.mountpoint} "
+        f"status' shows what it serves, 'interposer unmount {mounted.mountpoint}' stops it\n"
+    )
     assert mounted.process is not None
     assert mounted.process.poll() is None
+
+
+def test_mounting_over_a_directory_that_holds_files_needs_allow_nonempty(scratch: Path) -> None:
+    """A mount there hides the files until unmount, which looks like losing them: refused unless asked for."""
+    require_fuse()
+    backing, mountpoint = scratch / "backing", scratch / "mnt"
+    backing.mkdir()
+    mountpoint.mkdir()
+    (mountpoint / "underneath").write_text("hidden while mounted")
+    refused = interposer("mount", str(backing), str(mountpoint))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"interposer: {mountpoint} is not empty (it holds underneath): a mount there hides them until unmount. "
+        "Mount on an empty directory, or pass --allow-nonempty (fuse.allow_nonempty in a config file) if that is "
+        "wanted\n"
+    )
+    assert mount_at(mountpoint) is None
+
+    with (scratch / "mount.log").open("wb") as log, MountProcess(backing, mountpoint, ["--allow-nonempty"], log=log):
+        assert not (mountpoint / "underneath").exists()
+    warning = f"{mountpoint} is not empty: what it holds (underneath) is hidden until unmount"
+    assert warning in (scratch / "mount.log").read_text()
+    assert (mountpoint / "underneath").read_text() == "hidden while mounted"
+
+    (scratch / "config.yaml").write_text("fuse: {allow_nonempty: true}\n")
+    with MountProcess(backing, mountpoint, ["--config", str(scratch / "config.yaml")], log=subprocess.DEVNULL) as mount:
+        assert mount.status()["config"]["fuse"]["allow_nonempty"] is True
 
 
 @pytest.mark.parametrize(
@@ -141,7 +171,11 @@ def test_mounting_over_a_live_mount_is_refused(mounted: MountProcess, scratch: P
             "metrics.prometheus_port: Input should be less than or equal to 65535",
         ),
         ("- a list\n", "must hold a mapping at the top level"),
-        ("cache: [\n", "is not valid YAML"),
+        ("cache: [\n", "config.yaml:2:1: not valid YAML: expected the node content, but found '<stream end>'"),
+        (
+            "cache:\n  entry_timeout: 1\n   attr_timeout: 2\n",
+            "config.yaml:3:16: not valid YAML: mapping values are not allowed here\n       attr_timeout: 2\n",
+        ),
     ],
 )
 def test_bad_config_names_the_field_and_mounts_nothing(scratch: Path, config: str, expected: str) -> None:
@@ -151,6 +185,7 @@ def test_bad_config_names_the_field_and_mounts_nothing(scratch: Path, config: st
     result = interposer("mount", str(scratch / "b"), str(scratch / "m"), "--config", str(scratch / "config.yaml"))
     assert result.returncode == 2
     assert expected in result.stderr
+    assert "<unicode string>" not in result.stderr
     assert mount_at(scratch / "m") is None
 
 
@@ -213,9 +248,22 @@ def test_missing_backing_and_mountpoint_are_named(scratch: Path) -> None:
 def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
     result = interposer("ctl", str(scratch), "status")
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(f"interposer: {scratch} is not a mount: nothing is mounted there")
-    assert ".sock" not in result.stderr
+    assert result.stderr == (
+        f"interposer: {scratch} is not a mount: nothing is mounted there (mount it with 'interposer mount BACKING "
+        f"{scratch}', or find the running ones with 'findmnt -t fuse.interposer')\n"
+    )
     assert interposer("unmount", str(scratch)).stderr.strip().endswith("is not a mountpoint")
+
+
+def test_ctl_on_a_path_that_does_not_exist_says_so(scratch: Path) -> None:
+    """Not a suggestion to mount there: a mistyped path is the likelier cause."""
+    for missing in (scratch / "nowhere", scratch / "nowhere" / "deeper"):
+        result = interposer("ctl", str(missing), "status")
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"interposer: {missing} does not exist: check the path ('findmnt -t fuse.interposer' lists the "
+            "interposer mounts)\n"
+        )
 
 
 @pytest.mark.parametrize(

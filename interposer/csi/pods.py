@@ -22,6 +22,7 @@ import yaml
 from kubernetes.client import V1Pod
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import yaml_error
 from ..names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE
 from .launcher import ServerSpec, server_arguments
 from .state import Publication, key_of
@@ -73,7 +74,9 @@ class PodSettings(BaseModel):
     def load(cls, path: Path) -> PodSettings:
         try:
             return cls.model_validate(yaml.safe_load(path.read_text()))
-        except (OSError, yaml.YAMLError, ValueError) as exc:
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--server-pods {yaml_error(path, exc)}") from None
+        except (OSError, ValueError) as exc:
             raise ValueError(f"--server-pods {path}: {exc}") from None
 
 

@@ -118,6 +118,10 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 10.0) -> dict[
     return reply
 
 
+_LIST_MOUNTS = f"'findmnt -t {INTERPOSER_FSTYPE}'"
+"""How a user finds the running interposer mounts: the next step when a path given to ctl is not one."""
+
+
 class NotAMountError(RuntimeError):
     """The path given is no running interposer mount, so it has no control socket to ask: a usage error."""
 
@@ -133,14 +137,23 @@ def ask(mountpoint: Path, socket_path: Path, payload: dict[str, Any]) -> dict[st
             f"{mountpoint} is a stale FUSE mount: the process that served it is gone (Transport endpoint is not "
             f"connected); clear it with 'interposer unmount --force {mountpoint}'"
         )
+    try:
+        mountpoint.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotAMountError(
+            f"{mountpoint} does not exist: check the path ({_LIST_MOUNTS} lists the interposer mounts)"
+        ) from None
     entry = mount_at(mountpoint)
     if entry is None:
         raise NotAMountError(
             f"{mountpoint} is not a mount: nothing is mounted there (mount it with 'interposer mount BACKING "
-            f"{mountpoint}')"
+            f"{mountpoint}', or find the running ones with {_LIST_MOUNTS})"
         )
     if entry.fstype != INTERPOSER_FSTYPE:
-        raise NotAMountError(f"{mountpoint} is a {entry.fstype} mount of {entry.source}, not an interposer mount")
+        raise NotAMountError(
+            f"{mountpoint} is a {entry.fstype} mount of {entry.source}, not an interposer mount ({_LIST_MOUNTS} "
+            "lists those)"
+        )
     try:
         return request(socket_path, payload)
     except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cProfile
 import importlib
+import itertools
 import logging
 import os
 import resource
@@ -32,7 +33,7 @@ from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
 from ..layers.tracing.spanfile import rotated
 from ..names import PROFILE_VARIABLE, SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
-from .control import ControlServer, runtime_path_for, socket_path_for
+from .control import INTERPOSER_FSTYPE, ControlServer, runtime_path_for, socket_path_for
 from .reconfigure import LayerStack
 from .table import is_stale, mount_at, unmount
 
@@ -43,8 +44,12 @@ class MountError(RuntimeError):
     """The mount cannot be made; the message says why and what to do."""
 
 
-def prepare_mountpoint(mountpoint: Path, *, force: bool) -> None:
-    """Refuse a stale or occupied mountpoint, or with ``force`` clear a stale one."""
+def prepare_mountpoint(mountpoint: Path, *, force: bool, allow_nonempty: bool) -> None:
+    """Refuse a stale, occupied or non-empty mountpoint, or with ``force`` clear a stale one.
+
+    A mount over a directory hides what it holds until unmount, which looks like lost files: that takes
+    ``allow_nonempty`` (libfuse 2's ``nonempty`` option; libfuse 3 mounts there without a word).
+    """
     if is_stale(mountpoint):
         if not force:
             raise MountError(
@@ -57,8 +62,31 @@ def prepare_mountpoint(mountpoint: Path, *, force: bool) -> None:
     if not mountpoint.is_dir():
         raise MountError(f"mountpoint {mountpoint} does not exist or is not a directory")
     existing = mount_at(mountpoint)
+    if existing is not None and existing.fstype == INTERPOSER_FSTYPE:
+        raise MountError(
+            f"{mountpoint} is already an interposer mount: 'interposer ctl {mountpoint} status' shows what it "
+            f"serves, 'interposer unmount {mountpoint}' stops it"
+        )
     if existing is not None and existing.fstype.startswith("fuse"):
-        raise MountError(f"{mountpoint} is already a FUSE mount ({existing.fstype} from {existing.source})")
+        raise MountError(
+            f"{mountpoint} is already a FUSE mount ({existing.fstype} of {existing.source}): unmount it first "
+            f"('fusermount3 -u {mountpoint}') or choose another mountpoint"
+        )
+    hidden = _some_entries(mountpoint)
+    if hidden and not allow_nonempty:
+        raise MountError(
+            f"{mountpoint} is not empty (it holds {hidden}): a mount there hides them until unmount. Mount on an "
+            "empty directory, or pass --allow-nonempty (fuse.allow_nonempty in a config file) if that is wanted"
+        )
+    if hidden:
+        log.warning("%s is not empty: what it holds (%s) is hidden until unmount", mountpoint, hidden)
+
+
+def _some_entries(directory: Path, most: int = 3) -> str:
+    """The first few names in ``directory``, for a message ('' if none): a large one is not read to its end."""
+    with os.scandir(directory) as entries:
+        names = [entry.name for entry in itertools.islice(entries, most + 1)]
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def load_layers(specs: tuple[str, ...]) -> list[Layer]:
