@@ -171,3 +171,11 @@ def test_the_plugin_mounts_as_libfuse_would_and_the_server_serves_the_descriptor
     assert FACTS["descriptor_mountpoint_is_not_unmounted"], "libfuse would unmount what the plugin mounted"
     assert FACTS["pyfuse3_init_passes_mountpoint_to_fuse_session_mount"]
     assert FACTS["pyfuse3_close_unmounts_with_fuse_session_unmount"]
+
+
+def test_a_settings_file_that_is_not_yaml_is_named_with_its_line(tmp_path: Path) -> None:
+    settings = tmp_path / "server-pods.yaml"
+    settings.write_text("namespace: csi\n mounts: []\n")
+    with pytest.raises(ValueError) as refused:
+        PodSettings.load(settings)
+    assert str(refused.value).startswith(f"--server-pods {settings}:2:8: not valid YAML: mapping values are not")
