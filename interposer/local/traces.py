@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..mount.kept_spans import KeptSpanFile
 from ..names import (
     ATTR_ERROR_TYPE,
     ATTR_FILE_PATH,
@@ -193,3 +194,17 @@ def summary(spans: list[SpanRecord], top: int = 10) -> list[str]:
     if not errors:
         lines.append("  none")
     return lines
+
+
+def kept_listing(files: list[KeptSpanFile]) -> list[str]:
+    """The kept span files as a table, oldest first: which mount, when it started, how big, and where."""
+    rows = [("MOUNTPOINT", "STARTED", "BYTES", "PATH")]
+    rows += [
+        (file.mountpoint, file.started.astimezone().isoformat(timespec="seconds"), f"{file.size:,}", str(file.path))
+        for file in files
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return [
+        f"{mountpoint:<{widths[0]}}  {started:<{widths[1]}}  {size:>{widths[2]}}  {path}"
+        for mountpoint, started, size, path in rows
+    ]

@@ -141,8 +141,8 @@ class SpanFile:
             f'{{"resourceSpans":[{{"resource":{{"attributes":[{self._attributes(resource)}]}},'
             f'"scopeSpans":[{{"scope":{_dumps({"name": scope[0], "version": scope[1]})},"spans":['
         )
-        # The default file sits beside the control socket, whose directory must be private (0700): the
-        # export process starts first, so whichever creates the directory creates it private.
+        # Spans name paths and commands: the file's directory, if made here, is private (0700); the root of the
+        # kept default files is made private by the mount before it starts this process (kept_spans.prepare).
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with path.open("a"):  # a file that cannot be written is a configuration error, found before mounting
             pass
