@@ -275,6 +275,14 @@ def test_bad_requests_get_their_codes_and_name_the_field(plugin: CsiPlugin) -> N
          not_found, "volume nope is not published"),
         ("Node", "NodeGetVolumeStats", csi_pb2.NodeGetVolumeStatsRequest(volume_id="nope"), invalid,
          "volume_path is required"),
+        # csi-sanity's "volume is not found" sends a relative path: no volume is there (the spec's NOT_FOUND).
+        ("Node", "NodeGetVolumeStats", csi_pb2.NodeGetVolumeStatsRequest(volume_id="nope", volume_path="some/path"),
+         not_found, "volume nope is not published at volume_path 'some/path'"),
+        # A path outside the kubelet root is refused, whatever the volume: the driver does not look there.
+        ("Node", "NodeGetVolumeStats", csi_pb2.NodeGetVolumeStatsRequest(volume_id="nope", volume_path="/etc/x"),
+         invalid, "volume_path '/etc/x' is outside"),
+        ("Node", "NodeGetVolumeStats", csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id="nope", volume_path=f"{target}/../../../etc"), invalid, "must not contain '..'"),
         ("Controller", "CreateVolume", csi_pb2.CreateVolumeRequest(volume_capabilities=[MOUNT]), invalid,
          "name is required"),
         ("Controller", "CreateVolume", csi_pb2.CreateVolumeRequest(name="pvc-x"), invalid,

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import grpc
@@ -140,6 +140,12 @@ class NodeService:
     def NodeGetVolumeStats(self, request: NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse:
         volume_id = required(request.volume_id, "volume_id")
         path = required(request.volume_path, "volume_path")
+        if not PurePosixPath(path).is_absolute():
+            # No volume is ever published at a relative path, so the spec's condition "the volume does not
+            # exist on volume_path" holds: NOT_FOUND, and the path is never resolved. An absolute path outside
+            # the kubelet root is still refused by confine_mountpoint with INVALID_ARGUMENT: the driver may not
+            # look there, and a plugin whose --kubelet-dir is not kubelet's must say so, not "not found".
+            raise not_found(f"volume {volume_id} is not published at volume_path {path!r}: a relative path")
         publication = self.publications.get(str(confine_mountpoint(path, self.roots.kubelet, "volume_path")))
         if publication is None or publication.volume_id != volume_id:
             raise not_found(f"volume {volume_id} is not published at volume_path {path}")
