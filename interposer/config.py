@@ -102,9 +102,9 @@ class OtlpSection(Section):
 
 
 AlwaysKept = Literal["errors", "negative_lookups", "faults"]
-"""What sampling never drops: failed operations (but a lookup's ENOENT), lookups that found no entry (how every
-create starts: an error for metrics, a success for sampling unless listed), and operations a fault was injected
-into."""
+"""What sampling never drops: failed operations (but the expected ones, names.EXPECTED_FAILURES: a lookup's ENOENT,
+a getxattr's ENODATA), lookups that found no entry (how every create starts: an error for metrics, a success for
+sampling unless listed), and operations a fault was injected into."""
 KEEP_ERRORS: AlwaysKept = "errors"
 KEEP_NEGATIVE_LOOKUPS: AlwaysKept = "negative_lookups"
 KEEP_FAULTS: AlwaysKept = "faults"
@@ -130,7 +130,8 @@ class TracingConfig(OtlpSection):
     )
     always_keep: tuple[AlwaysKept, ...] = Field(
         (KEEP_ERRORS, KEEP_FAULTS),
-        description="Operations kept whatever the sampling: errors (every failure but a lookup's ENOENT), "
+        description="Operations kept whatever the sampling: errors (every failure but the expected ones: a "
+        "lookup's ENOENT, a getxattr's ENODATA such as the kernel's probe before each write), "
         "negative_lookups (a lookup's ENOENT, how every create starts), faults (an injected fault).",
     )
     activity_idle_gap: float = Field(

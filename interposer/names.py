@@ -127,6 +127,36 @@ ENTRY_OPS = _having(lambda traits: traits.addressing is Addressing.ENTRY)
 HOUSEKEEPING = _having(lambda traits: traits.housekeeping)
 """Operations the kernel never retries: never faulted, never throttled."""
 
+EXPECTED_FAILURES: dict[str, str] = {
+    OpName.LOOKUP.value: "ENOENT",
+    OpName.GETXATTR.value: "ENODATA",
+}
+"""Failures that are answers, not trouble: the error.type (errno symbol) an operation ends with when what it asks
+about does not exist.  A lookup's ENOENT is how every create starts; a getxattr's ENODATA is, on a write-heavy
+mount, almost always the kernel's ``security.capability`` probe before each write (docs/performance.md, "One
+request per write").  Metrics still count them under their error.type, exactly; they stay out of the error ratio,
+the organic-error panels, the report's and the demo's failure lists, and tracing samples them like successes."""
+
+
+def is_expected_failure(operation: str, error_type: str | None) -> bool:
+    """Whether a request of ``operation`` that failed with ``error_type`` is an expected answer
+    (``EXPECTED_FAILURES``); ``error_type`` None or empty (a success) is not a failure at all."""
+    return bool(error_type) and EXPECTED_FAILURES.get(operation) == error_type
+
+
+def unexpected_failure_matchers(*extra: str) -> tuple[str, ...]:
+    """PromQL selectors, each with ``extra`` matchers, whose union is every failed request but the expected ones.
+
+    A matcher cannot exclude a pair of labels, so the failures are split into disjoint selectors: any failure of
+    an operation without an expected errno, and each such operation's failures with any other errno.  A query
+    takes the union of the rates of these selectors (``or``), and so counts each unexpected failure once.
+    """
+    operation = prometheus_label(ATTR_OPERATION)
+    error_type = prometheus_label(ATTR_ERROR_TYPE)
+    selectors = [[f'{operation}!~"{"|".join(EXPECTED_FAILURES)}"', f'{error_type}!=""']]
+    selectors += [[f'{operation}="{name}"', f'{error_type}!~"{symbol}|"'] for name, symbol in EXPECTED_FAILURES.items()]
+    return tuple("{" + ", ".join([*extra, *matchers]) + "}" for matchers in selectors)
+
 
 # -- tracing: span names and attribute keys -------------------------------------------------
 # OpenTelemetry semantic conventions where they exist (file.*, process.*, error.type), and a

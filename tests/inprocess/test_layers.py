@@ -63,7 +63,9 @@ def test_tracing_groups_a_handles_operations_under_its_file_span(make_stack: Sta
 @pytest.mark.parametrize(
     ("always_keep", "kept"),
     [
-        (None, {"fuse.rmdir", "fuse.mkdir"}),  # the default: errors and faults, not a lookup that found nothing
+        # the default: errors and faults, not the expected failures (a lookup that found nothing, the kernel's
+        # security.capability probe before a write)
+        (None, {"fuse.rmdir", "fuse.mkdir"}),
         (["errors", "faults", "negative_lookups"], {"fuse.lookup", "fuse.rmdir", "fuse.mkdir"}),
         (["negative_lookups"], {"fuse.lookup"}),
         ([], set()),
@@ -78,6 +80,8 @@ def test_sampling_keeps_what_always_keep_names(
     os.mkdir(stack.backing / "full")
     (stack.backing / "full" / "file").write_bytes(b"")
     assert stack.errno_of(lambda: stack.fs.lookup(ROOT, b"missing", CALLER)) == errno.ENOENT
+    probed = stack.run(lambda: stack.fs.lookup(ROOT, b"full", CALLER)).st_ino
+    assert stack.errno_of(lambda: stack.fs.getxattr(probed, b"security.capability", CALLER)) == errno.ENODATA
     assert stack.errno_of(lambda: stack.fs.rmdir(ROOT, b"full", CALLER)) == errno.ENOTEMPTY
     assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"new", 0o755, CALLER)) == errno.ENOSPC
     operations = {span.name for span in stack.sink.spans() if span.attributes.get(ATTR_OPERATION)}

@@ -15,9 +15,10 @@ Grouping (docs/tracing.md):
 Sampling.  Each parent span segment is sampled (kept whole) with the
 configured ratio, or as the caller's trace says when it continues one.  An
 operation outside a sampled segment is still kept if ``always_keep`` names
-it: by default a failure or an injected fault, but not a lookup that found
-no entry, which is how every create starts and so is sampled like a success
-(it is still an error in metrics).  Its parent span is then created on
+it: by default a failure or an injected fault, but not an expected failure
+(``names.EXPECTED_FAILURES``): a lookup that found no entry, which is how every
+create starts, or the getxattr ENODATA of the kernel's probe before a write,
+which are sampled like successes (they are still errors in metrics).  Its parent span is then created on
 demand, so a kept span always has its parent.  The decision is made when the
 operation ends, before anything is built: a dropped operation costs two clock
 reads and a few counters.  A kept operation becomes a record of plain values
@@ -34,7 +35,6 @@ so a release names the file it released.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import random
 import time
@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import trio
 
 from ...config import KEEP_ERRORS, KEEP_FAULTS, KEEP_NEGATIVE_LOOKUPS, TracingConfig
-from ...errnos import errno_of
+from ...errnos import errno_of, errno_symbol
 from ...fuse.callers import ProcessNames
 from ...fuse.pipeline import NextCall
 from ...fuse.request import Notes, Reply, Request
@@ -71,6 +71,7 @@ from ...names import (
     SPAN_FILE_SESSION,
     Addressing,
     OpName,
+    is_expected_failure,
 )
 from .propagation import CallerContexts, RemoteParent
 from .records import Events, operation_record, session_record
@@ -334,10 +335,12 @@ class TracingLayer:
             self._opened(self._dirs if traits.opens is HANDLE_DIRECTORY else self._files, reply, group, error)
 
     def _keeps_failure(self, name: OpName, error: BaseException) -> bool:
-        """Whether ``always_keep`` keeps this failure: a lookup that found nothing is benign unless listed."""
-        if name is OpName.LOOKUP and errno_of(error) == errno.ENOENT:
-            return self._keep_negative_lookups
-        return self._keep_errors
+        """Whether ``always_keep`` keeps this failure.  An expected one (``names.EXPECTED_FAILURES``: a lookup that
+        found nothing, the kernel's security.capability probe before a write) is sampled like a success, but a
+        lookup's is kept when ``negative_lookups`` is listed."""
+        if not is_expected_failure(name, errno_symbol(errno_of(error))):
+            return self._keep_errors
+        return name is OpName.LOOKUP and self._keep_negative_lookups
 
     def _caller(self, op: Request, group: Group) -> tuple[int, int, int, str]:
         """(pid, uid, gid, command) of the operation's caller (for a handle operation, resolved: its opener)."""
