@@ -60,6 +60,12 @@ class FuseConfig(Section):
         description="Mount over a directory that holds entries, hiding them until unmount; unset, "
         "'interposer mount' refuses such a directory.",
     )
+    xattrs: bool = Field(
+        True,
+        description="Serve extended attributes. false: the first getxattr or listxattr is answered ENOSYS and the "
+        "kernel fails every later one itself (EOPNOTSUPP), so a write costs one request, not two (no "
+        "security.capability probe before it); setxattr fails with EOPNOTSUPP (docs/performance.md).",
+    )
 
 
 class FakeConfig(Section):

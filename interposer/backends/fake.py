@@ -24,6 +24,7 @@ from ..names import HANDLE_DIRECTORY, HANDLE_FILE, OpName
 from ..pathnames import DELETED_SUFFIX, child_path
 from . import syscalls
 from .handles import Handle, HandleTable
+from .protocol import without_xattrs
 
 ROOT = pyfuse3.ROOT_INODE
 _PATTERN = bytes(range(256))
@@ -87,7 +88,7 @@ class Node:
 class FakeBackend:
     """Serves every FUSE request from memory."""
 
-    def __init__(self, cache: CacheConfig, fake: FakeConfig) -> None:
+    def __init__(self, cache: CacheConfig, fake: FakeConfig, *, xattrs: bool = True) -> None:
         self._entry_timeout = cache.entry_timeout
         self._attr_timeout = cache.attr_timeout
         self._direct_io = cache.direct_io
@@ -104,6 +105,8 @@ class FakeBackend:
         self.handlers: dict[OpName, Callable[[Request], Awaitable[Reply]]] = {
             name: getattr(self, name.value) for name in OpName
         }
+        if not xattrs:
+            self.handlers = without_xattrs(self.handlers)
 
     async def __call__(self, request: Request) -> Reply:
         return await self.handlers[request.name](request)

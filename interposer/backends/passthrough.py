@@ -28,6 +28,7 @@ from ..names import HANDLE_DIRECTORY, HANDLE_FILE, OpName
 from . import syscalls
 from .handles import Handle, HandleTable
 from .inode_table import ROOT_INODE, Inode, InodeTable
+from .protocol import without_xattrs
 
 _OPEN_DROPPED = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_NOFOLLOW
 """Flags the kernel has already honoured, or that reopening through /proc/self/fd must not see:
@@ -53,7 +54,7 @@ def _changes_anything(fields: pyfuse3.SetattrFields) -> bool:
 class PassthroughBackend:
     """Serves FUSE requests from a backing directory; owns the inode and handle tables."""
 
-    def __init__(self, root: str, cache: CacheConfig, max_inode_fds: int) -> None:
+    def __init__(self, root: str, cache: CacheConfig, max_inode_fds: int, *, xattrs: bool = True) -> None:
         self.root = os.path.realpath(root)
         self.inodes = InodeTable(self.root, max_inode_fds)
         self.handles = HandleTable()
@@ -93,6 +94,8 @@ class PassthroughBackend:
             OpName.LISTXATTR: self.listxattr,
             OpName.REMOVEXATTR: self.removexattr,
         }
+        if not xattrs:
+            self.handlers = without_xattrs(self.handlers)
 
     async def __call__(self, request: Request) -> Reply:
         """The end of the pipeline: carry out the operation."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..fuse.request import Reply, Request
+from ..names import OpName
 from .handles import Handle, HandleTable
 
 
@@ -40,3 +43,27 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release everything held; called once the session has ended."""
         ...
+
+
+XATTRS_OFF = {
+    OpName.GETXATTR: errno.ENOSYS,
+    OpName.LISTXATTR: errno.ENOSYS,
+    OpName.SETXATTR: errno.ENOTSUP,
+    OpName.REMOVEXATTR: errno.ENOTSUP,
+}
+"""How a backend answers extended attributes when ``fuse.xattrs`` is false.  ENOSYS makes the kernel stop sending
+that operation for the connection (fs/fuse/xattr.c: ``fc->no_getxattr``, ``fc->no_listxattr``) and answer
+EOPNOTSUPP itself, which ends the security.capability probe before every write.  Setting and removing answer
+ENOTSUP instead, not ENOSYS, so the kernel keeps sending them: the trace-context announcement is a setxattr."""
+
+
+async def refuse_xattr(request: Request) -> Reply:
+    """The handler of every xattr operation when ``fuse.xattrs`` is false (``XATTRS_OFF``)."""
+    raise OSError(XATTRS_OFF[request.name], "extended attributes are off (fuse.xattrs: false)")
+
+
+def without_xattrs(
+    handlers: dict[OpName, Callable[[Request], Awaitable[Reply]]],
+) -> dict[OpName, Callable[[Request], Awaitable[Reply]]]:
+    """A backend's handler table with every xattr operation refused (``XATTRS_OFF``)."""
+    return handlers | dict.fromkeys(XATTRS_OFF, refuse_xattr)

@@ -134,8 +134,10 @@ def _fuse_conf() -> str:
 def make_backend(config: InterposerConfig, backing: Path, fd_limit: int) -> Backend:
     """The backend the config names: the backing directory, or memory."""
     if config.backend.kind == "fake":
-        return FakeBackend(config.cache, config.backend.fake)
-    return PassthroughBackend(str(backing), config.cache, config.backend.max_inode_fds or fd_limit // 2)
+        return FakeBackend(config.cache, config.backend.fake, xattrs=config.fuse.xattrs)
+    return PassthroughBackend(
+        str(backing), config.cache, config.backend.max_inode_fds or fd_limit // 2, xattrs=config.fuse.xattrs
+    )
 
 
 class Mount:

@@ -92,3 +92,18 @@ def test_the_fake_backend_leaves_the_backing_directory_alone(make_stack: StackFa
     stack.run(lambda: stack.fs.write(fh, 0, b"bytes"))
     assert os.listdir(stack.backing) == []
     assert stack.backend.stats()["fake_kept_bytes"] == 5
+
+
+def test_with_xattrs_off_both_backends_tell_the_kernel_to_stop_asking(
+    make_stack: StackFactory, backend_kind: str
+) -> None:
+    """ENOSYS for getting and listing (the kernel then answers them itself, and stops the probe before each
+    write); ENOTSUP for setting and removing, which the kernel keeps sending (the trace-context announcement)."""
+    stack = make_stack({"backend": {"kind": backend_kind}, "fuse": {"xattrs": False}})
+    fh, inode = stack.create(b"plain")
+    stack.run(lambda: stack.fs.release(fh))
+    fs = stack.fs
+    assert stack.errno_of(lambda: fs.getxattr(inode, b"security.capability", CALLER)) == errno.ENOSYS
+    assert stack.errno_of(lambda: fs.listxattr(inode, CALLER)) == errno.ENOSYS
+    assert stack.errno_of(lambda: fs.setxattr(inode, b"user.k", b"v", CALLER)) == errno.ENOTSUP
+    assert stack.errno_of(lambda: fs.removexattr(inode, b"user.k", CALLER)) == errno.ENOTSUP
