@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import errno
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .config import CacheConfig, ConfigError, FuseConfig, InterposerConfig, load_config, read_config_file
@@ -109,16 +112,24 @@ def mount(
 @click.argument("mountpoint", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--force", is_flag=True, help="Detach lazily: works on busy and stale mounts.")
 def unmount_command(mountpoint: Path, force: bool) -> None:
-    """Unmount an interposer mount."""
+    """Unmount an interposer mount; say where its spans are, once its server has written them."""
+    from .mount.kept_spans import reading_hint
+    from .mount.stopping import span_writer, wait_for_exit
+
     stale = is_stale(mountpoint)
     if mount_at(mountpoint) is None and not stale:
         _fail(f"{mountpoint} is not a mountpoint")
     if stale and not force:
         _fail(f"{mountpoint} is a stale FUSE mount (Transport endpoint is not connected); use --force")
+    writer = None if stale else span_writer(mountpoint)
     try:
         unmount(mountpoint, lazy=force)
     except OSError as exc:
         _fail(f"{exc.strerror}; --force detaches a busy mount", FAILURE)
+    if writer is not None:
+        if not wait_for_exit(writer):
+            click.echo(f"interposer: its server (pid {writer.pid}) is still writing its last spans", err=True)
+        click.echo(f"unmounted {mountpoint}; {reading_hint(writer.span_file)}")
 
 
 @main.group()
@@ -329,8 +340,59 @@ def _errno_name(_context: click.Context, _parameter: click.Parameter, value: str
     return errno.errorcode[code]
 
 
+def _trace_id(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    """A trace id as span files record it: 32 hex digits, in lower case."""
+    if value is None:
+        return None
+    if not re.fullmatch("[0-9a-fA-F]{32}", value):
+        raise click.BadParameter(f"{value!r} is not a trace id: 32 hex digits, as the report, Jaeger and --tree show")
+    return value.lower()
+
+
+def _list_kept(context: click.Context) -> None:
+    """``traces`` with neither SPAN_FILE nor --mount: the span files kept after their mounts."""
+    from .local.traces import kept_listing
+    from .mount.kept_spans import kept, spans_dir
+
+    for parameter in context.command.params:
+        if parameter.name and context.get_parameter_source(parameter.name) is ParameterSource.COMMANDLINE:
+            _fail(
+                f"{parameter.opts[0]} needs a span file: give SPAN_FILE or --mount MOUNTPOINT "
+                "('interposer traces' alone lists the kept ones)"
+            )
+    files = kept()
+    if not files:
+        click.echo(f"no span files kept in {spans_dir()}: a mount without tracing.file keeps its spans there")
+        return
+    click.echo("\n".join(kept_listing(files)))
+    click.echo(
+        "\nread one with: interposer traces PATH --summary; the latest of a mount: interposer traces --mount "
+        "MOUNTPOINT --summary"
+    )
+
+
+def _latest_kept(mountpoint: Path) -> Path:
+    """The span file kept from the last mount at ``mountpoint`` (``traces --mount``)."""
+    from .mount.kept_spans import latest, spans_dir
+
+    found = latest(mountpoint)
+    if found is None:
+        _fail(
+            f"no span file kept for {os.path.abspath(mountpoint)} in {spans_dir()} ('interposer traces' lists the "
+            "kept ones; a mount with tracing.file writes there instead)"
+        )
+    return found.path
+
+
 @main.command()
-@click.argument("span_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("span_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--mount",
+    "mountpoint",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Read the span file kept from the last mount at MOUNTPOINT, instead of SPAN_FILE.",
+)
+@click.option("--trace", "trace_id", callback=_trace_id, help="Print this one trace as a tree.")
 @click.option("--path", "path_glob", help="Glob on file.path, e.g. '/data/*.log'.")
 @click.option("--op", "operation", type=click.Choice([op.value for op in OpName]), help="Operation name.")
 @click.option("--pid", type=int, help="Calling process id.")
@@ -342,8 +404,12 @@ def _errno_name(_context: click.Context, _parameter: click.Parameter, value: str
 @click.option("--tree", is_flag=True, help="Print each matching span's trace (handle session) as a tree.")
 @click.option("--summary", "show_summary", is_flag=True, help="Slowest operations, bytes per path, errors.")
 @click.option("--replay", metavar="URL", help="Send the whole file to an OTLP/HTTP endpoint instead.")
+@click.pass_context
 def traces(
-    span_file: Path,
+    context: click.Context,
+    span_file: Path | None,
+    mountpoint: Path | None,
+    trace_id: str | None,
     path_glob: str | None,
     operation: str | None,
     pid: int | None,
@@ -356,10 +422,20 @@ def traces(
     show_summary: bool,
     replay: str | None,
 ) -> None:
-    """Search a local span file (the embedded default exporter's output)."""
+    """Search a local span file (the embedded default exporter's output); alone, list those kept after their mounts."""
     from .local.spanlines import SpanFileError
     from .local.traces import Query, load_spans, render_tree, search, summary
 
+    if mountpoint is not None:
+        if span_file is not None:
+            _fail("give SPAN_FILE or --mount MOUNTPOINT, not both")
+        span_file = _latest_kept(mountpoint)
+    elif span_file is None:
+        _list_kept(context)
+        return
+    modes = [flag for flag, on in (("--replay", replay), ("--summary", show_summary), ("--trace", trace_id)) if on]
+    if len(modes) > 1:
+        _fail(f"{' and '.join(modes)} cannot be combined: choose one")
     if replay is not None:
         from .local.replay import replay_file
 
@@ -378,6 +454,16 @@ def traces(
     if show_summary:
         click.echo("\n".join(summary(spans)))
         return
+    if trace_id is not None:
+        found = render_tree(spans, trace_id)
+        if not found:
+            _fail(
+                f"{span_file} holds no trace {trace_id} (sampled out, or in another span file: 'interposer traces' "
+                "lists the kept ones)",
+                FAILURE,
+            )
+        click.echo(f"trace {trace_id}\n" + "\n".join(found))
+        return
     query = Query(path_glob, operation, pid, error_type, min_ms, _time_ns(since), _time_ns(until))
     matched = list(search(spans, query))
     if tree:
@@ -385,7 +471,7 @@ def traces(
         for span in matched:
             if span.trace_id not in seen and len(seen) < limit:
                 seen.append(span.trace_id)
-                click.echo("\n".join(render_tree(spans, span.trace_id)) + "\n")
+                click.echo(f"trace {span.trace_id}\n" + "\n".join(render_tree(spans, span.trace_id)) + "\n")
         return
     for span in matched[:limit]:
         click.echo(span.line())

@@ -125,8 +125,18 @@ class TracingConfig(OtlpSection):
         description="Where spans go; unset: OTEL_TRACES_EXPORTER, else 'otlp' when an OTLP endpoint is set, "
         "else 'file' (the embedded default).",
     )
-    file: Path | None = Field(None, description="Span file for the 'file' exporter; unset: beside the control socket.")
+    file: Path | None = Field(
+        None,
+        description="Span file for the 'file' exporter; unset: a new file per mount in the state directory, "
+        "kept after unmount.",
+    )
     file_max_bytes: int = Field(64 << 20, ge=1 << 16, description="The span file rotates (one old copy) past this.")
+    kept_max_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="Total size of the span files kept in the state directory (those of mounts without "
+        "tracing.file); past it, a mount removes the oldest when it starts and stops, never a running mount's.",
+    )
     sample_ratio: float | None = Field(
         None,
         ge=0,

@@ -15,6 +15,7 @@ import pytest
 
 from interposer.mount.child import MountProcess
 from interposer.mount.control import runtime_path_for
+from interposer.mount.kept_spans import STATE_DIR_VARIABLE
 from interposer.mount.table import is_stale, mount_at, unmount
 
 
@@ -71,11 +72,20 @@ def world_dir() -> Iterator[Path]:
         mountpoint = line.split()[4]
         if mountpoint.startswith(str(path)):
             unmount(mountpoint, lazy=True)
-    # Mountpoints are scratch/<test>/<mnt>: drop their control sockets and default span files too.
+    # Mountpoints are scratch/<test>/<mnt>: drop their control sockets too.
     for candidate in path.glob("*/*"):
-        for suffix in (".sock", ".spans.jsonl", ".spans.jsonl.1"):
-            runtime_path_for(candidate, suffix).unlink(missing_ok=True)
+        runtime_path_for(candidate, ".sock").unlink(missing_ok=True)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_dir(world_dir: Path) -> Iterator[Path]:
+    """The state directory of every mount and command the tests start: kept span files go to scratch space, never
+    to the real ~/.local/state or /var/lib (the variable rules for root too)."""
+    path = world_dir / "state"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(STATE_DIR_VARIABLE, str(path))
+        yield path
 
 
 @pytest.fixture
@@ -128,9 +138,6 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
             failures.append(f"{process.mountpoint}: exit code {code}\n{log_path.read_text()[-4000:]}")
         assert mount_at(process.mountpoint) is None
         assert not is_stale(process.mountpoint)
-        default_span_file = runtime_path_for(process.mountpoint, ".spans.jsonl")
-        for path in (default_span_file, default_span_file.with_name(default_span_file.name + ".1")):
-            path.unlink(missing_ok=True)
     assert not failures, "\n".join(failures)
 
 

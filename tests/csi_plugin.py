@@ -143,7 +143,7 @@ class CsiPlugin:
         supervisor = self.supervisor()
         for publication in self.publications():
             supervisor.stop(publication)
-            for suffix in (".sock", ".handover.sock", ".spans.jsonl", ".spans.jsonl.1"):
+            for suffix in (".sock", ".handover.sock"):
                 runtime_path_for(publication.target_path, suffix).unlink(missing_ok=True)
 
     def __enter__(self) -> Self:

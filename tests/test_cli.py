@@ -17,9 +17,7 @@ from interposer import __version__
 from interposer.config import InterposerConfig
 from interposer.layers.tracing.shipper import EXIT_TIMEOUT
 from interposer.layers.tracing.spanfile import rotated
-from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
-from interposer.mount.control import runtime_path_for
 from interposer.mount.table import is_stale, mount_at
 
 from .conftest import MountFactory, interposer, require_fuse, wait_for
@@ -304,24 +302,6 @@ def test_each_mount_names_its_metrics_address(mount_factory: MountFactory, scrat
         (mount.mountpoint / f"file{index}").write_text("x")
         with urllib.request.urlopen(url, timeout=10) as response:
             assert f'fuse_mountpoint="{mount.mountpoint}"' in response.read().decode()
-
-
-def test_the_default_span_file_goes_with_its_mount_and_a_chosen_one_stays(
-    mount_factory: MountFactory, scratch: Path
-) -> None:
-    default = mount_factory()
-    (default.mountpoint / "file").write_text("x")
-    span_file = runtime_path_for(default.mountpoint, ".spans.jsonl")
-    assert span_file.exists()
-    chosen = scratch / "kept.jsonl"
-    (scratch / "config.yaml").write_text(f"tracing: {{file: {chosen}, export_delay: 0.1}}\n")
-    keeping = mount_factory(args=["--config", str(scratch / "config.yaml")])
-    (keeping.mountpoint / "file").write_text("x")
-    assert default.stop() == 0
-    assert keeping.stop() == 0
-    assert not span_file.exists()
-    assert not rotated(span_file).exists()
-    assert any(span.path == "/file" for span in load_spans(chosen))
 
 
 def test_a_dead_collector_does_not_hold_the_stopping_mount(mount_factory: MountFactory, scratch: Path) -> None:

@@ -336,7 +336,8 @@ def test_span_file_is_the_embedded_default_and_can_be_searched_and_replayed(
     assert traces("--op", "write").count("fuse.write") == 3
     assert "/missing" in traces("--errno", "ENOENT")
     tree = traces("--op", "write", "--tree").splitlines()
-    assert tree[0].split()[2] == "fuse.file"
+    assert tree[0].split()[0] == "trace"  # its id, for --trace
+    assert tree[1].split()[2] == "fuse.file"
     assert sum(line.startswith("  ") and "fuse.write" in line for line in tree) == 3
     assert "0 matching spans" in traces("--path", "/nowhere/*")
     assert "0 matching spans" in traces("--since", "2999-01-01T00:00:00")

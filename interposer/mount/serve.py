@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..backends import syscalls
 from ..backends.fake import FakeBackend
 from ..backends.passthrough import PassthroughBackend
 from ..backends.protocol import Backend
-from ..config import ConfigError, InterposerConfig
+from ..config import ConfigError, InterposerConfig, TracingConfig
 from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Layer, Pipeline
 from ..layers.metrics.layer import MetricsLayer
@@ -28,16 +29,22 @@ from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.announcements import TraceContextXattr
 from ..layers.tracing.layer import TracingLayer
 from ..layers.tracing.propagation import CallerContexts
-from ..layers.tracing.setup import TracingSetup, build_tracing
+from ..layers.tracing.setup import TracingSetup, build_tracing, exporter_kind
 from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
-from ..layers.tracing.spanfile import rotated
 from ..names import PROFILE_VARIABLE, SIGNAL_METRICS, SIGNAL_TRACES
 from ..telemetry import TelemetryHealth, build_resource
-from .control import INTERPOSER_FSTYPE, ControlServer, runtime_path_for, socket_path_for
+from . import kept_spans
+from .control import INTERPOSER_FSTYPE, ControlServer, socket_path_for
 from .reconfigure import LayerStack
 from .table import is_stale, mount_at, unmount
 
 log = logging.getLogger(__name__)
+
+
+def keeps_spans(config: TracingConfig) -> bool:
+    """Whether the mount writes its spans to a kept file of the state directory: the file exporter without
+    ``tracing.file``.  Only then does it touch the state directory (a volume's server may not even write there)."""
+    return config.enabled and config.file is None and exporter_kind(config) == "file"
 
 
 class MountError(RuntimeError):
@@ -159,7 +166,10 @@ class Mount:
         self.metrics_layer: MetricsLayer | None = None
         observers: dict[str, Layer] = {}
         self.contexts = CallerContexts(config.tracing.context_cache_size)
-        self.default_span_file = runtime_path_for(self.mountpoint, ".spans.jsonl")
+        self.default_span_file = kept_spans.new_path(self.mountpoint, datetime.now(UTC))
+        if keeps_spans(config.tracing):
+            kept_spans.prune(config.tracing.kept_max_bytes)
+            kept_spans.prepare()
         if config.tracing.enabled:
             self.tracing = build_tracing(config.tracing, self.default_span_file, resource, self.health)
             self.tracing_layer = TracingLayer(
@@ -291,7 +301,7 @@ class Mount:
             self.health.uninstall()
             self.layers.close()
             self.backend.close()
-            log.info("unmounted %s", self.mountpoint)
+            log.info("unmounted %s%s", self.mountpoint, self._spans_where())
 
     def _stop_telemetry(self) -> None:
         """Spans and metrics make their last exports at the same time: a dead collector, which each gives up on
@@ -302,20 +312,16 @@ class Mount:
             metrics.start()
         if self.tracing is not None:
             self.tracing.shutdown()
-            self._remove_default_span_file()
+            if keeps_spans(self.config.tracing):
+                kept_spans.prune(self.config.tracing.kept_max_bytes, keep=self.default_span_file)
         if metrics is not None:
             metrics.join()
 
-    def _remove_default_span_file(self) -> None:
-        """The default span file is in the runtime directory, memory on most systems: it goes with its mount.
-
-        Spans meant to outlive the mount go to a ``tracing.file`` of the user's choosing, which stays.
-        """
-        assert self.tracing is not None
-        if self.tracing.destination == str(self.default_span_file):
-            for path in (self.default_span_file, rotated(self.default_span_file)):
-                path.unlink(missing_ok=True)
-            log.info("removed the default span file %s with its mount", self.default_span_file)
+    def _spans_where(self) -> str:
+        """For the last log line: where a span file is, and how to read it (nothing when spans went elsewhere)."""
+        if self.tracing is None or self.tracing.exporter_name != "file":
+            return ""
+        return "; " + kept_spans.reading_hint(Path(self.tracing.destination))
 
     def _run_session(self) -> None:
         """Serve until stopped; under cProfile when PROFILE_VARIABLE names a file (the benchmark's --profile)."""
