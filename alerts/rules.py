@@ -10,7 +10,9 @@ from interposer.names import (
     RESOURCE_LABELS,
     SPANS_DROPPED,
     THROTTLE_WAIT,
+    expected_failures_text,
     prometheus_label,
+    unexpected_failure_matchers,
 )
 
 from .config import AlertConfig
@@ -38,6 +40,7 @@ def recording_rules(config: AlertConfig) -> dict[str, Any]:
     count = OPERATION_DURATION.series("count")
     benign = "|".join(config.benign_errnos)
     failed = _matchers(config, f'{ERROR_TYPE}!=""')
+    organic = " or ".join(FAILURES + selector for selector in unexpected_failure_matchers(f'{ERROR_TYPE}!~"{benign}"'))
     return {
         "name": "cnfs-interposer.rules",
         "rules": [
@@ -51,8 +54,7 @@ def recording_rules(config: AlertConfig) -> dict[str, Any]:
             },
             {
                 "record": ERROR_RATIO,
-                "expr": f'sum by ({WHERE}, {OPERATION}) ({FAILURES}{{{ERROR_TYPE}!~"{benign}"}}) '
-                f"/ on ({WHERE}, {OPERATION}) {REQUESTS}",
+                "expr": f"sum by ({WHERE}, {OPERATION}) ({organic}) / on ({WHERE}, {OPERATION}) {REQUESTS}",
             },
             {
                 "record": LATENCY_P99,
@@ -123,7 +125,8 @@ def alerting_rules(config: AlertConfig) -> dict[str, Any]:
                 "warning",
                 "Many {{ $labels.fuse_operation_name }} requests fail.",
                 f"{{{{ $value | humanizePercentage }}}} of {{{{ $labels.fuse_operation_name }}}} requests on {mount} "
-                f"failed over {window} (benign errnos {', '.join(config.benign_errnos)} not counted).",
+                f"failed over {window} (benign errnos {', '.join(config.benign_errnos)} and expected answers "
+                f"{expected_failures_text()} not counted).",
             ),
             _alert(
                 config,

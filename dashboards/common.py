@@ -25,6 +25,7 @@ from interposer.names import (
     SERVICE_NAME_DEFAULT,
     SPAN_PREFIX,
     prometheus_label,
+    unexpected_failure_matchers,
 )
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -52,13 +53,23 @@ TRACE_SEARCH_LINK = {
 """A data link from a per-operation series to the Jaeger search for that operation's spans."""
 
 
+def _variable_matchers(operation: bool = True) -> list[str]:
+    return [f'{label}=~"${variable}"' for variable, label in VARIABLES.items() if operation or variable != "operation"]
+
+
 def selector(*extra: str, operation: bool = True) -> str:
     """The label matchers of the dashboard's variables, and ``extra`` ones; ``operation`` False for
     series that have no operation label."""
-    matchers = [
-        f'{label}=~"${variable}"' for variable, label in VARIABLES.items() if operation or variable != "operation"
-    ]
-    return "{" + ", ".join([*matchers, *extra]) + "}"
+    return "{" + ", ".join([*_variable_matchers(operation), *extra]) + "}"
+
+
+def unexpected_failures(series: str) -> str:
+    """The rates of ``series``'s failed requests but the expected answers (names.EXPECTED_FAILURES: a lookup's
+    ENOENT, the getxattr ENODATA probe before each write), for the dashboard's variables: disjoint series, so a
+    sum over them counts each such failure once."""
+    return " or ".join(
+        f"rate({series}{matchers}[{RATE_WINDOW}])" for matchers in unexpected_failure_matchers(*_variable_matchers())
+    )
 
 
 @attr.s

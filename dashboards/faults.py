@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from grafanalib import core
 
-from interposer.names import FAULTS_INJECTED, OPERATION_DURATION, THROTTLE_WAIT
+from interposer.names import FAULTS_INJECTED, OPERATION_DURATION, THROTTLE_WAIT, expected_failures_text
 
-from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets
+from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets, unexpected_failures
 from .panels import grid, timeseries
 
 FAULT_TYPE = FAULTS_INJECTED.prometheus_labels[0]
-ERROR_TYPE = OPERATION_DURATION.prometheus_labels[1]
 LIMIT = THROTTLE_WAIT.prometheus_labels[0]
 
 
 def build() -> core.Dashboard:
     errno_faults = selector(f'{FAULT_TYPE}="errno"')
-    failed = selector(f'{ERROR_TYPE}!=""')
     injected_errors = f"sum(rate({FAULTS_INJECTED.series()}{errno_faults}[{RATE_WINDOW}]))"
-    all_errors = f"sum(rate({OPERATION_DURATION.series('count')}{failed}[{RATE_WINDOW}]))"
+    all_errors = f"sum({unexpected_failures(OPERATION_DURATION.series('count'))})"
     waits = selector(operation=False)
     return dashboard(
         "cnfs-faults",
@@ -41,10 +39,11 @@ def build() -> core.Dashboard:
             ),
             timeseries(
                 "Injected and organic errors/s",
-                "Failed requests split into those a fault rule caused and those the storage returned itself.",
+                "Failed requests split into those a fault rule caused and those the storage returned itself "
+                f"(at least zero), expected answers ({expected_failures_text()}) left out.",
                 targets(
                     (f"{injected_errors} or vector(0)", "injected"),
-                    (f"{all_errors} - ({injected_errors} or vector(0))", "organic"),
+                    (f"clamp_min({all_errors} - ({injected_errors} or vector(0)), 0)", "organic"),
                 ),
                 "ops",
                 grid(12, 0, 12, 9),

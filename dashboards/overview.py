@@ -11,9 +11,10 @@ from interposer.names import (
     OPERATION_DURATION,
     OPERATIONS_ACTIVE,
     OpName,
+    expected_failures_text,
 )
 
-from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets
+from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets, unexpected_failures
 from .panels import grid, mirrored, stat, timeseries
 
 COUNT = OPERATION_DURATION.series("count")
@@ -26,7 +27,7 @@ DATA_OPERATIONS = f'{OPERATION}=~"{OpName.READ.value}|{OpName.WRITE.value}"'
 
 def build() -> core.Dashboard:
     every = selector()
-    failed = selector(f'{ERROR_TYPE}!=""')
+    failed = f"sum({unexpected_failures(COUNT)})"
     requests = f"sum(rate({COUNT}{every}[{RATE_WINDOW}]))"
     return dashboard(
         "cnfs-io-overview",
@@ -36,8 +37,8 @@ def build() -> core.Dashboard:
             stat("Operations/s", "FUSE requests per second.", targets((requests, "")), "ops", grid(0, 0, 6, 4)),
             stat(
                 "Error ratio",
-                "Share of requests that failed, any errno.",
-                targets((f"(sum(rate({COUNT}{failed}[{RATE_WINDOW}])) or vector(0)) / {requests}", "")),
+                f"Share of requests that failed, expected answers ({expected_failures_text()}) left out.",
+                targets((f"({failed} or vector(0)) / {requests}", "")),
                 "percentunit",
                 grid(6, 0, 6, 4),
             ),
@@ -90,8 +91,9 @@ def build() -> core.Dashboard:
             ),
             timeseries(
                 "Errors/s by errno",
-                "Failed requests per second, by the errno the caller saw.",
-                targets((f"sum by ({ERROR_TYPE}) (rate({COUNT}{failed}[{RATE_WINDOW}]))", f"{{{{{ERROR_TYPE}}}}}")),
+                "Failed requests per second, by the errno the caller saw; expected answers "
+                f"({expected_failures_text()}) left out.",
+                targets((f"sum by ({ERROR_TYPE}) ({unexpected_failures(COUNT)})", f"{{{{{ERROR_TYPE}}}}}")),
                 "ops",
                 grid(12, 12, 12, 8),
                 stacked=True,

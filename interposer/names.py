@@ -144,6 +144,11 @@ def is_expected_failure(operation: str, error_type: str | None) -> bool:
     return bool(error_type) and EXPECTED_FAILURES.get(operation) == error_type
 
 
+def expected_failures_text() -> str:
+    """The expected failures as the dashboards, alerts and reports list them: ``lookup ENOENT, getxattr ENODATA``."""
+    return ", ".join(f"{operation} {error_type}" for operation, error_type in EXPECTED_FAILURES.items())
+
+
 def unexpected_failure_matchers(*extra: str) -> tuple[str, ...]:
     """PromQL selectors, each with ``extra`` matchers, whose union is every failed request but the expected ones.
 

@@ -212,3 +212,41 @@ def test_alert_durations_are_exactly_what_promtool_accepts(tmp_path: Path) -> No
         rules.write_text(yaml.safe_dump(rule_groups(AlertConfig.model_construct(error_ratio_for=value))))
         checked = run(promtool, "check", "rules", str(rules))
         assert (checked.returncode == 0) == accepted, f"{value!r}: model {accepted}, promtool\n{checked.stdout}"
+
+
+def test_expected_failures_never_count_in_the_error_ratio(tmp_path: Path) -> None:
+    """The kernel's getxattr probe before each write (ENODATA) and a lookup's ENOENT stay out of the error ratio
+    even when benign_errnos no longer names them: names.EXPECTED_FAILURES is not an override."""
+    promtool = require_command("promtool")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(AlertConfig(benign_errnos=()))))
+    count = "fuse_operation_duration_seconds_count"
+    series = {
+        f'{count}{{fuse_operation_name="write"}}': "0+90x10",
+        f'{count}{{fuse_operation_name="write", error_type="EIO"}}': "0+10x10",
+        f'{count}{{fuse_operation_name="getxattr", error_type="ENODATA"}}': "0+100x10",
+        f'{count}{{fuse_operation_name="lookup", error_type="ENOENT"}}': "0+100x10",
+        f'{count}{{fuse_operation_name="lookup", error_type="EACCES"}}': "0+100x10",
+    }
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": "cnfs:fuse_failures:ratio",
+                        "eval_time": "10m",
+                        "exp_samples": [
+                            {"labels": 'cnfs:fuse_failures:ratio{fuse_operation_name="write"}', "value": 0.1},
+                            {"labels": 'cnfs:fuse_failures:ratio{fuse_operation_name="lookup"}', "value": 0.5},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    tested = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
