@@ -128,7 +128,11 @@ def unmount_command(mountpoint: Path, force: bool) -> None:
         _fail(f"{exc.strerror}; --force detaches a busy mount", FAILURE)
     if writer is not None:
         if not wait_for_exit(writer):
-            click.echo(f"interposer: its server (pid {writer.pid}) is still writing its last spans", err=True)
+            click.echo(
+                f"interposer: its server (pid {writer.pid}) still runs (files still open keep a detached mount "
+                "served): more spans may come",
+                err=True,
+            )
         click.echo(f"unmounted {mountpoint}; {reading_hint(writer.span_file)}")
 
 
