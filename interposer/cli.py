@@ -394,9 +394,10 @@ def _latest_kept(mountpoint: Path) -> Path:
     "--mount",
     "mountpoint",
     type=click.Path(path_type=Path, file_okay=False),
+    metavar="MOUNTPOINT",
     help="Read the span file kept from the last mount at MOUNTPOINT, instead of SPAN_FILE.",
 )
-@click.option("--trace", "trace_id", callback=_trace_id, help="Print this one trace as a tree.")
+@click.option("--trace", "trace_id", callback=_trace_id, metavar="TRACE_ID", help="Print this one trace as a tree.")
 @click.option("--path", "path_glob", help="Glob on file.path, e.g. '/data/*.log'.")
 @click.option("--op", "operation", type=click.Choice([op.value for op in OpName]), help="Operation name.")
 @click.option("--pid", type=int, help="Calling process id.")
@@ -426,7 +427,8 @@ def traces(
     show_summary: bool,
     replay: str | None,
 ) -> None:
-    """Search a local span file (the embedded default exporter's output); alone, list those kept after their mounts."""
+    """Search a local span file (the embedded default exporter's output); with neither SPAN_FILE nor --mount, list
+    the span files kept after their mounts."""
     from .local.spanlines import SpanFileError
     from .local.traces import Query, load_spans, render_tree, search, summary
 
