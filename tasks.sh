@@ -29,15 +29,28 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# apt-get and debconf talk a lot even with -qq: their output goes to build/apt.log, and the terminal
+# gets it only when they fail (the log's path and last lines), as tools/steps.py does for the image.
+APT_LOG=build/apt.log
+apt_get() {
+  mkdir -p "$(dirname "$APT_LOG")"
+  echo "\$ apt-get $*" >>"$APT_LOG"
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get "$@" >>"$APT_LOG" 2>&1 </dev/null; then
+    echo "apt-get $1 failed; its output is in $APT_LOG, which ends:" >&2
+    tail -n 25 "$APT_LOG" | sed 's/^/  /' >&2
+    return 1
+  fi
+}
+
 install_system_packages() {
   local missing=() package
   for package in "${SYSTEM_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "==> installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    echo "==> installing Debian packages: ${missing[*]} (output: $APT_LOG)"
+    apt_get update
+    apt_get install -y --no-install-recommends "${missing[@]}"
   fi
 }
 
@@ -64,9 +77,9 @@ setup_python() {
 setup_node() {
   local stamp=dashboards/typecheck/node_modules/.installed wanted
   if ! command -v npm >/dev/null; then
-    echo "==> installing Debian packages: nodejs npm"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    echo "==> installing Debian packages: nodejs npm (output: $APT_LOG)"
+    apt_get update
+    apt_get install -y --no-install-recommends nodejs npm
   fi
   wanted=$(sha256sum dashboards/typecheck/package-lock.json | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then

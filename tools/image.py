@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,14 @@ import yaml
 
 import interposer
 
+from .steps import TERMINAL, StepLog
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 CHART = ROOT / "charts" / "interposer"
 ARCHIVE = ROOT / "dist" / "image.oci.tar"
+LOG = ROOT / "build" / "image.log"
+"""The build's tool output (debootstrap, apt, debconf, pip, buildah): the terminal gets one line per step."""
 STORE = ROOT / ".tools" / "containers"
 CA_TARGET = "/etc/ssl/certs/build-host-ca.crt"
 """Where the Dockerfile mounts the ``cacert`` secret; the pip and apt secrets point at it."""
@@ -102,13 +105,9 @@ def buildah_command(*arguments: str) -> list[str]:
     return ["buildah", *store, *arguments]
 
 
-def buildah(*arguments: str, capture: bool = False) -> str:
-    """Run buildah; a failure names the command."""
-    command = buildah_command(*arguments)
-    result = subprocess.run(command, check=False, text=True, stdout=subprocess.PIPE if capture else None)
-    if result.returncode != 0:
-        raise click.ClickException(f"{shlex.join(command)} exited with {result.returncode}")
-    return result.stdout.strip() if capture else ""
+def buildah(*arguments: str, capture: bool = False, log: StepLog = TERMINAL) -> str:
+    """Run buildah, its output in ``log``; a failure names the command."""
+    return log.run(buildah_command(*arguments), capture=capture)
 
 
 def has_image(name: str) -> bool:
@@ -116,24 +115,25 @@ def has_image(name: str) -> bool:
     return found.returncode == 0
 
 
-def make_base(base: str, release: str) -> None:
+def make_base(base: str, release: str, log: StepLog) -> None:
     """debootstrap ``release`` into a scratch container and commit it as ``base``."""
     mirror = debian_mirror(release)
-    click.echo(f"==> debootstrap {release} (minbase) from {mirror} as {base}")
-    container = buildah("from", "scratch", capture=True)
+    log.step(f"debootstrap {release} (minbase) from {mirror} as {base}")
+    container = buildah("from", "scratch", capture=True, log=log)
     try:
-        rootfs = Path(buildah("mount", container, capture=True))
-        subprocess.run(["debootstrap", "--variant=minbase", release, str(rootfs), mirror], check=True)
+        rootfs = Path(buildah("mount", container, capture=True, log=log))
+        log.run(["debootstrap", "--variant=minbase", release, str(rootfs), mirror])
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for path in (rootfs / cache).glob("*"):
                 if path.is_file():
                     path.unlink()
-        buildah("umount", container)
+        buildah("umount", container, log=log)
         buildah("config", "--cmd", "bash", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                container)  # fmt: skip
-        buildah("commit", "--quiet", container, f"docker.io/library/{base.removeprefix('docker.io/library/')}")
+                container, log=log)  # fmt: skip
+        name = f"docker.io/library/{base.removeprefix('docker.io/library/')}"
+        buildah("commit", "--quiet", container, name, log=log)
     finally:
-        buildah("rm", container)
+        buildah("rm", container, log=log)
 
 
 def proxy_from_environment(scheme: str) -> str | None:
@@ -219,39 +219,41 @@ def image_annotations() -> dict[str, str]:
     }
 
 
-def annotate(name: str, notes: dict[str, str]) -> None:
+def annotate(name: str, notes: dict[str, str], log: StepLog) -> None:
     """Set ``notes`` as the labels and annotations of image ``name``.
 
     Done after the build, not with build arguments: buildah's layer cache
     reuses a step whose build argument changed, which would keep the old
     revision.
     """
-    container = buildah("from", "--pull-never", "--quiet", name, capture=True)
+    container = buildah("from", "--pull-never", "--quiet", name, capture=True, log=log)
     try:
         settings = [f"--{kind}={key}={value}" for key, value in notes.items() for kind in ("label", "annotation")]
-        buildah("config", *settings, container)
-        buildah("commit", "--quiet", container, name)
+        buildah("config", *settings, container, log=log)
+        buildah("commit", "--quiet", container, name, log=log)
     finally:
-        buildah("rm", container)
+        buildah("rm", container, log=log)
 
 
-def build(archive: Path = ARCHIVE, extra: Sequence[str] = ()) -> str:
+def build(archive: Path = ARCHIVE, extra: Sequence[str] = (), log_path: Path = LOG) -> str:
     """Build the image from the Dockerfile and write ``archive``; returns the image's reference."""
     base, release = base_image()
-    if not has_image(base):
-        make_base(base, release)
     name = reference()
-    click.echo(f"==> buildah bud {name}")
-    with build_secrets() as secrets:
-        buildah(
-            "bud", "--layers", "--pull-never", "--isolation", "chroot", "--format", "oci",
-            *secrets, "--file", str(DOCKERFILE), "--tag", name, *extra, str(ROOT),
-        )  # fmt: skip
-    annotate(name, image_annotations())
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    archive.unlink(missing_ok=True)
-    buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}")
-    size = buildah("images", "--format", "{{.Size}}", name, capture=True)
+    with StepLog(log_path) as log:
+        if not has_image(base):
+            make_base(base, release, log)
+        log.step(f"buildah bud {name} (tool output: {log_path})")
+        with build_secrets() as secrets:
+            buildah(
+                "bud", "--layers", "--pull-never", "--isolation", "chroot", "--format", "oci",
+                *secrets, "--file", str(DOCKERFILE), "--tag", name, *extra, str(ROOT), log=log,
+            )  # fmt: skip
+        log.step(f"annotate {name} and write {archive}")
+        annotate(name, image_annotations(), log)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.unlink(missing_ok=True)
+        buildah("push", "--quiet", name, f"oci-archive:{archive}:{name}", log=log)
+        size = buildah("images", "--format", "{{.Size}}", name, capture=True, log=log)
     click.echo(f"wrote {archive} ({archive.stat().st_size / 1e6:.0f} MB archive; image {size})")
     return name
 
