@@ -69,6 +69,13 @@ def test_by_default_the_kernel_probes_before_every_write(mount_factory: MountFac
     assert _getxattrs(requests) == {"ENODATA": WRITES}
 
 
+def test_the_writeback_cache_batches_writes_but_not_the_probes(mount_factory: MountFactory, scratch: Path) -> None:
+    """cache.writeback_cache: the kernel's generic write path still removes privileges once per write call."""
+    requests = _write_blocks(_mount(mount_factory, scratch, {"cache": {"writeback_cache": True}}))
+    assert requests[OpName.WRITE, ""] < WRITES
+    assert _getxattrs(requests) == {"ENODATA": WRITES}
+
+
 def test_with_xattrs_off_a_write_is_one_request(mount_factory: MountFactory, scratch: Path) -> None:
     """fuse.xattrs false: the first probe is answered ENOSYS, and the kernel never asks again."""
     mount = _mount(mount_factory, scratch, {"fuse": {"xattrs": False}})
@@ -134,5 +141,7 @@ def test_the_choice_rests_on_the_sources() -> None:
     assert "FUSE_CAP_HANDLE_KILLPRIV_V2" not in pyfuse3["capabilities init wants"]
     assert not pyfuse3["init lets the file system see the connection"]
     assert not pyfuse3["write hands the file system the write flags"]
+    # FUSE passthrough, were pyfuse3 to offer it, still probes through the FUSE file.
+    assert kernel["backing-file.c backing_file_write_iter (FUSE passthrough) removes the FUSE file's privileges"]
     # What remains: ENOSYS, after which the kernel answers getxattr itself.
     assert kernel["fuse/xattr.c ENOSYS from getxattr ends getxattr for the connection"]

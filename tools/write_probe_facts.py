@@ -55,6 +55,9 @@ def kernel_facts(root: Path) -> dict[str, object]:
         "fuse/file.c fuse_direct_write_iter removes privileges": bool(
             removes_privs.search(body(file_c, "static ssize_t fuse_direct_write_iter("))
         ),
+        "backing-file.c backing_file_write_iter (FUSE passthrough) removes the FUSE file's privileges": bool(
+            removes_privs.search(body(read("fs/backing-file.c"), "ssize_t backing_file_write_iter("))
+        ),
         "fuse/xattr.c ENOSYS from getxattr ends getxattr for the connection": "fm->fc->no_getxattr = 1;"
         in body(xattr, "ssize_t fuse_getxattr("),
         "fuse/xattr.c ENOSYS from listxattr ends listxattr for the connection": "fm->fc->no_listxattr = 1;"
