@@ -46,11 +46,13 @@ class Program:
     ldflags: tuple[str, ...] = ()
     commit: str = ""
     replace: dict[str, str] = field(default_factory=dict)
+    replace_local: str = ""
     require: dict[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     toolchain: str = ""
     files: dict[str, str] = field(default_factory=dict)
+    module_files: dict[str, str] = field(default_factory=dict)
     skip: str = ""
 
     @property
@@ -58,21 +60,28 @@ class Program:
         return TOOLS / self.dest / self.output
 
     def expanded_ldflags(self) -> str:
-        values = {"version": self.version, "version_bare": self.version.removeprefix("v"), "commit": self.commit}
+        bare = self.version.removeprefix("v")
+        major, minor, *_ = bare.split(".")
+        values = {"version": self.version, "version_bare": bare, "major": major, "minor": minor, "commit": self.commit}
         return " ".join(flag.format(**values) for flag in self.ldflags)
 
 
 KEYS = {"module", "version", "package", "output", "dest", "ldflags", "commit", "replace", "require", "tags", "env"}
-KEYS |= {"toolchain", "files", "skip"}
+KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files"}
 
 
 def load(table: Path = TABLE) -> dict[str, Program]:
     """The table, checked: unknown keys and missing module/version are errors, not ignored."""
     programs = {}
-    for name, entry in tomllib.loads(table.read_text()).items():
-        unknown = set(entry) - KEYS
+    entries = tomllib.loads(table.read_text())
+    for name, own in entries.items():
+        unknown = set(own) - KEYS
         if unknown:
             raise ValueError(f"{table.name} [{name}]: unknown keys {sorted(unknown)}")
+        base = own.get("extends")
+        if base is not None and (base not in entries or "extends" in entries[base]):
+            raise ValueError(f"{table.name} [{name}]: extends names no plain entry: {base!r}")
+        entry = {**entries[base], "output": name, **own} if base else own
         if "module" not in entry or "version" not in entry:
             raise ValueError(f"{table.name} [{name}]: module and version are required")
         programs[name] = Program(
@@ -85,11 +94,13 @@ def load(table: Path = TABLE) -> dict[str, Program]:
             ldflags=tuple(entry.get("ldflags", ())),
             commit=entry.get("commit", ""),
             replace=dict(entry.get("replace", {})),
+            replace_local=entry.get("replace_local", ""),
             require=dict(entry.get("require", {})),
             tags=tuple(entry.get("tags", ())),
             env=dict(entry.get("env", {})),
             toolchain=entry.get("toolchain", ""),
             files=dict(entry.get("files", {})),
+            module_files=dict(entry.get("module_files", {})),
             skip=entry.get("skip", ""),
         )
     return programs
@@ -135,6 +146,48 @@ def run_go(arguments: list[str], program: Program, cwd: Path) -> None:
         raise BuildError(f"go {' '.join(arguments)}:\n{result.stdout}{result.stderr}".rstrip())
 
 
+def module_download(program: Program, work: Path) -> dict[str, str]:
+    """`go mod download -json` of the program's module at its version: where its go.mod and its tree are."""
+    result = subprocess.run(
+        [go_command(), "mod", "download", "-json", f"{program.module}@{program.version}"],
+        cwd=work,
+        env=go_environment(program),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"go mod download {program.module}@{program.version}:\n{result.stdout}{result.stderr}")
+    download: dict[str, str] = json.loads(result.stdout)
+    return download
+
+
+def local_replaces(program: Program, work: Path) -> dict[str, str]:
+    """The module's own replaces by a directory of its repository, each as the same path at replace_local.
+
+    k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) by directories of its own tree, which a
+    module that requires it cannot see: they are re-declared at the matching release, read from the
+    module's go.mod at that version, so the list is never copied by hand.
+    """
+    if not program.replace_local:
+        return {}
+    go_mod = module_download(program, work)["GoMod"]
+    edit = subprocess.run(
+        [go_command(), "mod", "edit", "-json", go_mod],
+        cwd=work,
+        env=go_environment(program),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    replaces = json.loads(edit.stdout).get("Replace") or []
+    return {
+        item["Old"]["Path"]: f"{item['Old']['Path']} {program.replace_local}"
+        for item in replaces
+        if not item["New"].get("Version")
+    }
+
+
 def build_one(program: Program) -> str:
     """Build one program unless its stamp says it is already built; return its line."""
     label = f"{program.name:<16} {program.module}@{program.version}"
@@ -154,7 +207,7 @@ def build_one(program: Program) -> str:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         run_go(["mod", "init", f"cnfs-interposer.tools/{program.name}"], program, work)
-        for old, new in program.replace.items():
+        for old, new in {**local_replaces(program, work), **program.replace}.items():
             new_path, _, new_version = new.partition(" ")
             run_go(
                 ["mod", "edit", f"-replace={old}={new_path}@{new_version}" if new_version else f"-replace={old}={new}"],
@@ -173,6 +226,11 @@ def build_one(program: Program) -> str:
         for target, source in program.files.items():
             (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(FILES / source, TOOLS / target)
+        if program.module_files:
+            tree = Path(module_download(program, work)["Dir"])
+            for target, source in program.module_files.items():
+                (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(tree / source, TOOLS / target)
         stamp_file.write_text(stamp)
         return f"{label}  built in {time.monotonic() - started:.0f} s ({go}): {program.path.relative_to(ROOT)}"
 

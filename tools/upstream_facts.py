@@ -306,6 +306,7 @@ def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
             "chart": release["chart"],
             "version": str(meta["version"]),
             "app_version": str(meta.get("appVersion", "")),
+            "kube_version": str(meta.get("kubeVersion", "")),
             "subcharts": subchart_versions(chart_dir),
             "values_keys": dict(sorted(keys.items())),
         }
