@@ -343,7 +343,8 @@ OPERATION_DURATION = Instrument(
     "s",
     (ATTR_OPERATION, ATTR_ERROR_TYPE),
     "Time to serve one FUSE request, throttle waits and injected latency included; error.type set on failure. "
-    "Its count is the number of requests.",
+    "Its count is the number of requests. Expected failures are counted too, and left out of the error ratio: "
+    f"{expected_failures_text()} (names.EXPECTED_FAILURES).",
 )
 IO_BYTES = Instrument(
     "fuse.io",
