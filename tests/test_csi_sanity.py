@@ -15,8 +15,7 @@ the wheel and the image with :func:`run_suite`.
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -70,20 +69,23 @@ def csi_sanity() -> Path:
     return program.path
 
 
-def run_suite(mode: str, root: Path, program: Sequence[str] = (sys.executable, "-m", "interposer")) -> Report:
-    """Start the driver in ``mode`` under ``root`` (``program``: which install), run all of csi-sanity, stop it."""
+def run_suite(mode: str, root: Path, plugin: Callable[..., CsiPlugin] = CsiPlugin) -> Report:
+    """Start the driver in ``mode`` under ``root``, run all of csi-sanity, stop it.
+
+    ``plugin`` makes a :class:`CsiPlugin` from a root and arguments: another install's, or a container's.
+    """
     require_fuse()
     sanity = csi_sanity()
     node_root, controller_root = root / "n", root / "c"  # unix socket paths: at most 107 bytes
     node_root.mkdir()
-    with CsiPlugin(node_root, "--mode", mode, program=program) as node:
+    with plugin(node_root, "--mode", mode) as node:
         endpoints = ["--csi.endpoint", f"unix://{node.socket}"]
         controller = None
         if mode == "node":
             controller_root.mkdir()
             # The provisioner's pod: no kubelet directory of its own, the same volumes root as the nodes.
             arguments = ("--mode", "controller", "--volumes-root", str(node.volumes))
-            controller = CsiPlugin(controller_root, *arguments, program=program).start()
+            controller = plugin(controller_root, *arguments).start()
             endpoints += ["--csi.controllerendpoint", f"unix://{controller.socket}"]
         try:
             junit = root / "csi-sanity.xml"

@@ -10,6 +10,7 @@ the checkout so nothing is imported from it.
 from __future__ import annotations
 
 import email.parser
+import functools
 import subprocess
 import sys
 import tarfile
@@ -29,6 +30,7 @@ from tools import image
 from .conftest import require_fuse
 from .csi_plugin import CsiPlugin
 from .test_csi import POD, publish, target_in, unpublish
+from .test_csi_sanity import MODES, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "charts" / "interposer" / "rules" / "cnfs-interposer.rules.yaml"
@@ -126,6 +128,11 @@ def test_the_installed_csi_driver_serves_identity_and_node(installed: Installed,
         assert (plugin.host / "data" / "through-the-wheel").read_text() == "ok"
         unpublish(plugin, "csi-wheel", target)
         assert mount_at(target) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_csi_sanity_passes_in_full_against_the_wheel(installed: Installed, mode: str, scratch: Path) -> None:
+    run_suite(mode, scratch, functools.partial(CsiPlugin, program=[str(installed.venv / "bin" / "interposer")]))
 
 
 def test_the_charts_image_is_the_one_tasks_builds() -> None:
