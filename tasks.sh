@@ -106,6 +106,7 @@ generate() {
   .venv/bin/python -m alerts
   .venv/bin/python -m interposer.config_reference
   .venv/bin/python -m interposer.layers.metrics.reference
+  .venv/bin/python -m interposer.csi.crd
 }
 
 command=${1:-}
