@@ -264,7 +264,10 @@ def test_bad_requests_get_their_codes_and_name_the_field(plugin: CsiPlugin) -> N
          invalid, "throttle.read_iops"),
         ("Node", "NodePublishVolume", publish_request(
             volume_id="v", target_path=target, volume_capability=MOUNT, volume_context={**POD, "colour": "red"}),
-         invalid, "volume_context[colour]: unknown attribute; allowed: backingDir, config, cache"),
+         invalid, "volume_context[colour]: unknown attribute; allowed: backingDir, config, liveControl, cache"),
+        ("Node", "NodePublishVolume", publish_request(
+            volume_id="v", target_path=target, volume_capability=MOUNT, volume_context={**POD, "liveControl": "maybe"}),
+         invalid, "volume_context[liveControl]: 'maybe' is not a boolean; allowed: \"true\" or \"false\""),
         ("Node", "NodePublishVolume", publish_request(
             volume_id="v", target_path=target, volume_capability=MOUNT,
             volume_context={**POD, "extra_layers": "[os:system]"}),

@@ -196,3 +196,15 @@ def test_pod_volume_name_for_inline_volumes_and_claims() -> None:
     assert pod_volume_name(volumes, inline, None) == "scratch"
     assert pod_volume_name(volumes, claimed, "db-data") == "data"
     assert pod_volume_name(volumes, claimed, None) is None
+
+
+def test_a_volume_opts_in_by_its_attributes_or_storage_class() -> None:
+    from interposer.csi.attributes import parse
+    from interposer.csi.errors import CsiError
+
+    assert parse({"liveControl": "true"}, "volume_context").live_control
+    assert not parse({}, "volume_context").live_control
+    assert parse({"liveControl": "true"}, "parameters", allow_backing=False).live_control
+    with pytest.raises(CsiError) as raised:
+        parse({"liveControl": "maybe"}, "parameters", allow_backing=False)
+    assert raised.value.message.startswith("parameters[liveControl]: 'maybe' is not a boolean")

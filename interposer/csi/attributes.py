@@ -9,6 +9,11 @@ anything is created.  A volume may set only the fields of ``VOLUME_FIELDS``:
 an allow-list, so a config field added later is the driver's until it is
 listed here.  Host paths, code to import, listening addresses, the mount's
 options, its worker count and its descriptor pool stay the driver's.
+
+``liveControl: "true"`` opts a volume in to VolumeExperiments (``experiment.py``): without it, a resource that
+selects the volume's pod leaves the volume alone and says so in its status.  Who may create such resources
+is a matter of RBAC; whether a volume may be touched is the volume's owner's (its StorageClass or its inline
+attributes).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ EPHEMERAL = KUBELET_PREFIX + "ephemeral"
 
 BACKING_DIR = "backingDir"
 CONFIG = "config"
+LIVE_CONTROL = "liveControl"
 
 VOLUME_FIELDS = (
     "cache",
@@ -53,7 +59,7 @@ VOLUME_FIELDS = (
     "log_level",
 )
 """Config fields (and whole sections) a volume's attributes may set; every other field is the driver's."""
-ALLOWED = ", ".join([BACKING_DIR, CONFIG, *VOLUME_FIELDS])
+ALLOWED = ", ".join([BACKING_DIR, CONFIG, LIVE_CONTROL, *VOLUME_FIELDS])
 
 POD_ENVIRONMENT = {
     POD_NAME: K8S_ENVIRONMENT[RESOURCE_K8S_POD],
@@ -70,6 +76,8 @@ class VolumeAttributes:
     config: dict[str, Any]
     backing_dir: str | None = None
     ephemeral: bool = False
+    live_control: bool = False
+    """VolumeExperiments may change the volume's runtime sections while it is published."""
     pod_environment: dict[str, str] = field(default_factory=dict)
 
 
@@ -108,6 +116,7 @@ def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = T
     config: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
     backing_dir = None
+    live_control = False
     for key, text in sorted(attributes.items()):
         if key.startswith(KUBELET_PREFIX):
             continue
@@ -115,6 +124,10 @@ def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = T
             if not allow_backing:
                 raise invalid(f"{origin}[{BACKING_DIR}]: not settable here: set by the driver for provisioned volumes")
             backing_dir = text
+        elif key == LIVE_CONTROL:
+            live_control = _scalar(key, text, origin)
+            if not isinstance(live_control, bool):
+                raise invalid(f'{origin}[{LIVE_CONTROL}]: {text!r} is not a boolean; allowed: "true" or "false"')
         elif key == CONFIG:
             loaded = _scalar(key, text, origin)
             if not isinstance(loaded, dict):
@@ -139,5 +152,6 @@ def parse(attributes: Mapping[str, str], origin: str, *, allow_backing: bool = T
         config=config,
         backing_dir=backing_dir,
         ephemeral=attributes.get(EPHEMERAL) == "true",
+        live_control=live_control,
         pod_environment={variable: attributes[key] for key, variable in POD_ENVIRONMENT.items() if attributes.get(key)},
     )
