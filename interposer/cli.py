@@ -270,15 +270,8 @@ def stack_down(context: click.Context) -> None:
     help="Cover this mount (repeatable) [default: the span file's mount, else the only one Prometheus has].",
 )
 @click.option("--all-mounts", is_flag=True, help="Cover every mount Prometheus scrapes, summed.")
-@click.option(
-    "--since",
-    type=click.IntRange(min=60),
-    help="Seconds to cover, up to now [default: from the first to the last sample of the mount's data].",
-)
-@click.option(
-    "--rate-window",
-    help="Window of the rates plotted, e.g. 1m [default: four scrape intervals, or a step and one if longer].",
-)
+@click.option("--since", type=click.IntRange(min=60), default=3600, show_default=True, help="Seconds to cover.")
+@click.option("--rate-window", default="1m", show_default=True, help="Window of the rates plotted.")
 @click.option(
     "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"), show_default=True
 )
@@ -287,8 +280,8 @@ def report(
     spans: Path | None,
     mounts: tuple[str, ...],
     all_mounts: bool,
-    since: int | None,
-    rate_window: str | None,
+    since: int,
+    rate_window: str,
     output: Path,
 ) -> None:
     """An HTML report of one mount: requests, latency, errors, throughput, faults, throttling, slow sessions."""
@@ -560,6 +553,18 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
     show_default=True,
     help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
 )
+@click.option(
+    "--live-control/--no-live-control",
+    default=True,
+    show_default=True,
+    help="Apply VolumeExperiments to this node's volumes (node mode; needs the Kubernetes API: in a cluster, "
+    "or --kubeconfig).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The Kubernetes API for live control, when not in a cluster [default: in-cluster credentials].",
+)
 def csi(
     endpoint: str,
     node_id: str | None,
@@ -574,6 +579,8 @@ def csi(
     server_cgroup: Path | None,
     server_pods: Path | None,
     probe_timeout: float,
+    live_control: bool,
+    kubeconfig: Path | None,
 ) -> None:
     """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
     import socket
@@ -605,6 +612,10 @@ def csi(
         node = NodeService(name, roots, supervisor, max_volumes)
         node.adopt()
         services["Node"] = node
+        if live_control:
+            from .csi.live_control import start
+
+            start(node, kubeconfig)
     if mode in ("controller", "all"):
         services["Controller"] = ControllerService(volumes, state_dir)
     serve(

@@ -208,3 +208,34 @@ def test_a_volume_opts_in_by_its_attributes_or_storage_class() -> None:
     with pytest.raises(CsiError) as raised:
         parse({"liveControl": "maybe"}, "parameters", allow_backing=False)
     assert raised.value.message.startswith("parameters[liveControl]: 'maybe' is not a boolean")
+
+
+def test_conditions_from_every_nodes_targets() -> None:
+    from interposer.csi.live_control import conditions
+
+    def by_type(result: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+        return {item["type"]: (item["status"], item["reason"]) for item in result}
+
+    live = experiment("live", {"crash": {"enabled": True}, "duration": "1m"})
+    applied = {"node": "a", "phase": "Applied", "generation": 1}
+    now = T0 + timedelta(seconds=1)
+    assert by_type(conditions(live, [applied], now, [])) == {
+        "Invalid": ("False", "SpecValid"),
+        "Expired": ("False", "Active"),
+        "Selected": ("True", "VolumesSelected"),
+        "Applied": ("True", "Applied"),
+    }
+    stale = {**applied, "node": "b", "generation": 0}
+    assert by_type(conditions(live, [applied, stale], now, []))["Applied"] == ("False", "Pending")
+    refused = {"node": "a", "phase": "Refused", "generation": 1}
+    assert by_type(conditions(live, [refused], now, []))["Selected"] == ("False", "NoVolumes")
+    later = T0 + timedelta(minutes=2)
+    assert by_type(conditions(live, [applied], later, []))["Expired"] == ("True", "DurationPassed")
+    assert by_type(conditions(live, [applied], later, []))["Applied"] == ("False", "Expired")
+    paused = experiment("paused", {"crash": {"enabled": True}, "paused": True})
+    assert by_type(conditions(paused, [], now, []))["Applied"] == ("False", "Paused")
+    bad = experiment("bad", {"throttle": {"read_iops": {"rate": 1}, "mode": "wait", "max_wait": 0}})
+    assert by_type(conditions(bad, [], now, []))["Invalid"] == ("True", "SpecRefused")
+    first = conditions(live, [applied], now, [])
+    again = conditions(live, [applied], later, first)
+    assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]  # Invalid stayed False

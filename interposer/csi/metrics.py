@@ -11,11 +11,19 @@ from prometheus_client.registry import Collector
 RPC_TOTAL = "cnfs_csi_rpc_total"
 VOLUMES_ABNORMAL = "cnfs_csi_volumes_abnormal"
 SERVERS_LOST_TOTAL = "cnfs_csi_volume_servers_lost_total"
+LIVE_CONTROL_CHANGES_TOTAL = "cnfs_csi_live_control_changes_total"
 
 rpcs = Counter(RPC_TOTAL.removesuffix("_total"), "CSI calls served, by method and gRPC code.", ["method", "code"])
 servers_lost = Counter(
     SERVERS_LOST_TOTAL.removesuffix("_total"),
     "Volume servers found gone or hung while their volume was published (each counted once).",
+)
+
+live_control_changes = Counter(
+    LIVE_CONTROL_CHANGES_TOTAL.removesuffix("_total"),
+    "Volumes whose runtime sections VolumeExperiments changed: apply (a resource's sections) or revert (the "
+    "volume's own), by result (ok, failed).",
+    ["action", "result"],
 )
 
 

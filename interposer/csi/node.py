@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,6 +77,8 @@ class NodeService:
         self.fresh_root = roots.state / "fresh"
         self.supervisor = supervisor
         self.lock = threading.RLock()
+        self.on_publish: Callable[[], None] | None = None
+        """Told of each new publication: live control applies the resources that select it at once."""
 
     def adopt(self) -> None:
         """Take over the servers a previous plugin started: they run on, and those found gone are noted."""
@@ -120,6 +123,8 @@ class NodeService:
             else:
                 publication = self._new_publication(volume_id, target, attributes, context, request.readonly)
             self._start(publication, attributes, created=existing is None)
+        if self.on_publish is not None:
+            self.on_publish()
         return NodePublishVolumeResponse()
 
     def NodeUnpublishVolume(self, request: NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse:

@@ -206,7 +206,8 @@ class Mount:
         if not isinstance(sections, dict):
             raise ConfigError("configure needs 'sections': a mapping of faults, throttle and/or crash settings")
         config = self.layers.replace_sections(sections)
-        log.info("reconfigured %s", ", ".join(sorted(sections)))
+        source = request.get("source")  # who asked, when not a person at 'ctl set': a VolumeExperiment
+        log.info("reconfigured %s%s", ", ".join(sorted(sections)), f" ({source})" if isinstance(source, str) else "")
         return {"config": config.model_dump(mode="json")}
 
     async def _crash(self, _request: dict[str, Any]) -> dict[str, Any]:
