@@ -270,8 +270,15 @@ def stack_down(context: click.Context) -> None:
     help="Cover this mount (repeatable) [default: the span file's mount, else the only one Prometheus has].",
 )
 @click.option("--all-mounts", is_flag=True, help="Cover every mount Prometheus scrapes, summed.")
-@click.option("--since", type=click.IntRange(min=60), default=3600, show_default=True, help="Seconds to cover.")
-@click.option("--rate-window", default="1m", show_default=True, help="Window of the rates plotted.")
+@click.option(
+    "--since",
+    type=click.IntRange(min=60),
+    help="Seconds to cover, up to now [default: from the first to the last sample of the mount's data].",
+)
+@click.option(
+    "--rate-window",
+    help="Window of the rates plotted, e.g. 1m [default: four scrape intervals, or a step and one if longer].",
+)
 @click.option(
     "--output", type=click.Path(path_type=Path, dir_okay=False), default=Path("report.html"), show_default=True
 )
@@ -280,8 +287,8 @@ def report(
     spans: Path | None,
     mounts: tuple[str, ...],
     all_mounts: bool,
-    since: int,
-    rate_window: str,
+    since: int | None,
+    rate_window: str | None,
     output: Path,
 ) -> None:
     """An HTML report of one mount: requests, latency, errors, throughput, faults, throttling, slow sessions."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import html
-import itertools
-import json
 import os
 import re
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,10 @@ import pytest
 
 from interposer.local.report import TOP_OPERATIONS
 
-from .conftest import MountFactory, interposer, require_command, wait_for
+from .conftest import MountFactory, interposer, wait_for
 from .otlp import free_port
 from .prometheus import Prometheus
-
-GEOMETRY_SCRIPT = Path(__file__).with_name("report_geometry.js")
-TIME_TICK = re.compile(r"^\d\d:\d\d(:\d\d)?$")
-TRACE_ID = re.compile(r"\b[0-9a-f]{32}\b")
+from .report_layout import HEADLINE, check_bytes_table, check_layout, check_sessions, geometry, tick_span
 
 
 def _mount_config(scratch: Path, name: str, extra: str = "") -> Path:
@@ -35,82 +30,8 @@ def _mount_config(scratch: Path, name: str, extra: str = "") -> Path:
 
 
 def _report(prometheus: Prometheus, output: Path, *selection: str) -> subprocess.CompletedProcess[str]:
-    return interposer(
-        "report",
-        "--prometheus",
-        prometheus.url,
-        *selection,
-        "--since",
-        "300",
-        "--rate-window",
-        "30s",
-        "--output",
-        str(output),
-        timeout=120,
-    )
-
-
-def _geometry(page: Path, scratch: Path) -> dict[str, Any]:
-    """Lay the page out in headless Chromium and measure it (tests/report_geometry.js)."""
-    chromium = require_command("chromium")
-    measured = scratch / "measured.html"
-    measured.write_text(page.read_text().replace("</body>", f"<script>{GEOMETRY_SCRIPT.read_text()}</script></body>"))
-    rendered = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--window-size=1200,3000",
-            "--dump-dom",
-            f"file://{measured}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert rendered.returncode == 0, rendered.stderr[-2000:]
-    found = re.search(r'<pre id="geometry">(.*?)</pre>', rendered.stdout, re.S)
-    assert found, "the geometry script did not run:\n" + rendered.stdout[-2000:]
-    geometry: dict[str, Any] = json.loads(html.unescape(found.group(1)))
-    return geometry
-
-
-def _inside(inner: dict[str, float], outer: dict[str, float], slack: float = 1.0) -> bool:
-    return (
-        inner["left"] >= outer["left"] - slack
-        and inner["right"] <= outer["right"] + slack
-        and inner["top"] >= outer["top"] - slack
-        and inner["bottom"] <= outer["bottom"] + slack
-    )
-
-
-def _check_layout(geometry: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Dashboard-like layout: nothing overflows or overlaps, legends beside plots, time axes, titles once."""
-    assert geometry["scrollWidth"] <= geometry["viewport"], "the page scrolls sideways"
-    panels = geometry["panels"]
-    for above, below in itertools.pairwise(panels):
-        assert above["box"]["bottom"] <= below["box"]["top"] + 0.5, f"{above['title']} overlaps {below['title']}"
-    by_title = {}
-    for panel in panels:
-        title = panel["title"]
-        by_title[title] = panel
-        assert geometry["text"].count(title) == 1, f"{title!r} is printed more than once"
-        assert title not in panel["svgTexts"], f"{title!r} is repeated inside its chart"
-        if panel["svg"] is None:
-            continue
-        assert _inside(panel["svg"], panel["box"]), f"{title}: the chart spills out of its panel"
-        assert panel["xTicks"], f"{title}: the x-axis has no ticks"
-        assert all(TIME_TICK.match(tick) for tick in panel["xTicks"]), f"{title}: x is not time: {panel['xTicks']}"
-        assert any(text.startswith("time (") for text in panel["svgTexts"]), f"{title}: the time axis has no label"
-        if panel["legend"] is not None:
-            assert _inside(panel["legend"], panel["svg"]), f"{title}: the legend spills out of the chart"
-            assert panel["legend"]["left"] >= panel["plot"]["right"] - 1, f"{title}: the legend covers the data"
-            colours = panel["legendColours"]
-            assert len(set(colours)) == len(colours), f"{title}: legend colours repeat: {colours}"
-    return by_title
+    """The report as a user asks for it: the window and the rate window fitted to the data."""
+    return interposer("report", "--prometheus", prometheus.url, *selection, "--output", str(output), timeout=120)
 
 
 @pytest.fixture
@@ -139,7 +60,11 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
     assert started.returncode == 0, started.stderr
     assert f"{mount.mountpoint} (127.0.0.1:" in started.stdout
     assert f"{other.mountpoint} (127.0.0.1:" in started.stdout
-    wait_for(lambda: len(prometheus.query("up == 1")) == 2, timeout=60, what="the stack to scrape both mounts")
+    wait_for(
+        lambda: len(prometheus.query('up{job="cnfs-interposer"} == 1')) == 2,
+        timeout=60,
+        what="the stack to scrape both mounts",
+    )
     rules = prometheus.api("rules")["groups"]
     assert {group["name"] for group in rules} == {"cnfs-interposer.rules", "cnfs-interposer.alerts"}
 
@@ -156,7 +81,11 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
             (other.mountpoint / "only-here").mkdir()
             (other.mountpoint / "only-here").rmdir()
     now = time.time()
-    wait_for(lambda: (prometheus.value("min(timestamp(up))") or 0) > now, timeout=30, what="a scrape after the work")
+    wait_for(
+        lambda: (prometheus.value('min(timestamp(up{job="cnfs-interposer"}))') or 0) > now,
+        timeout=30,
+        what="a scrape after the work",
+    )
 
     ambiguous = _report(prometheus, scratch / "none.html")
     assert ambiguous.returncode == 2
@@ -169,29 +98,41 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
     assert made.returncode == 0, made.stderr
     assert str(mount.mountpoint) in made.stdout
 
-    panels = _check_layout(_geometry(page, scratch))
+    measured = geometry(page, scratch)
+    panels = check_layout(measured)
+    headline = HEADLINE.match(measured["headline"] or "")
+    assert headline, measured["headline"]
+    assert re.search(r"\d+ failed \(EIO \d+", measured["headline"]), "the injected EIO is not among the failures"
     requests = panels["Requests per second by operation"]
+    assert tick_span(requests["xTicks"]) < timedelta(minutes=3), f"the window does not fit the data: {requests}"
+    assert requests["xTicks"][0].count(":") == 2, "a window of a minute or two shows seconds"
     assert "write" in requests["legendTexts"]
     assert "mkdir" not in requests["legendTexts"], "the other mount's requests leak into the report"
+    assert "forget" not in requests["legendTexts"], "kernel housekeeping among the workload's requests"
     assert 1 <= len(requests["legendTexts"]) <= TOP_OPERATIONS + 1
-    assert "write" in panels["p99 latency by operation"]["legendTexts"]
+    assert measured["housekeeping"].startswith("Kernel housekeeping"), measured["housekeeping"]
+    assert "security.capability" in measured["housekeeping"], "the writes' capability probes are not summarised"
+    p99 = panels["p99 latency by operation"]
+    assert "write" in p99["legendTexts"]
+    assert re.fullmatch(r"p99 duration \((µs|ms|s)\)", p99["yLabel"]), p99["yLabel"]
     assert panels["p50 latency by operation"]["points"] > 0
-    assert "EIO" in panels["Failed requests per second by errno"]["legendTexts"]
+    failed = panels["Failed requests per second by errno"]
+    assert "EIO" in failed["legendTexts"]
+    assert "ENODATA" not in failed["legendTexts"], "the capability probes are drawn as failures"
     throughput = panels["Throughput"]
     assert {"read", "write"} <= set(throughput["legendTexts"])
-    assert any(re.fullmatch(r"(Ki|Mi|Gi)?B/s", text) for text in throughput["svgTexts"]), "no byte unit"
-    assert throughput["yTicks"]
+    assert re.fullmatch(r"(Ki|Mi|Gi)?B/s", throughput["yLabel"]), "no byte unit"
     assert not any(tick.startswith(("-", "\u2212")) for tick in throughput["yTicks"]), "reads drawn below zero"
-    plot_edges = {(panel["plot"]["left"], panel["plot"]["right"]) for panel in panels.values() if panel["plot"]}
-    assert len(plot_edges) == 1, f"the charts' time axes do not line up: {plot_edges}"
     for title in ("Faults injected per second", "Throttle waits", "Request duration heatmap"):
         assert panels[title]["points"] > 0, f"{title}: no data"
-    waterfalls = panels["Slowest file sessions"]["waterfalls"]
-    assert waterfalls
-    for session in waterfalls:
-        assert TRACE_ID.search(session["heading"]), session["heading"]
-        assert session["bars"]
-        assert all(_inside(item["bar"], item["lane"], slack=0.5) for item in session["bars"])
+    check_sessions(panels["Slowest file sessions"], scratch / "faulty.jsonl")
+    assert any(" x" in row for s in panels["Slowest file sessions"]["waterfalls"] for row in s["rows"]), (
+        "the session's writes are not collapsed into one row"
+    )
+    check_bytes_table(panels["Paths that moved the most bytes"])
+    slowest = panels["Slowest operations"]["table"][1:]
+    assert slowest
+    assert not any(row[1] == "forget" or row[1:4:2] == ["getxattr", "ENODATA"] for row in slowest), slowest
 
     bad_window = interposer(
         "report", "--prometheus", prometheus.url, "--all-mounts", "--rate-window", "1 minute", "--output", str(page)
@@ -203,3 +144,17 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
     theirs = scratch / "other.html"
     assert _report(prometheus, theirs, "--mount", str(other.mountpoint)).returncode == 0
     assert ">mkdir</text>" in theirs.read_text()
+    quiet = check_layout(geometry(theirs, scratch))
+    for title in ("Throughput", "Faults injected per second", "Throttle waits", "Failed requests per second by errno"):
+        assert quiet[title]["empty"], f"{title}: the other mount had none, yet the section is drawn"
+
+
+def test_the_report_says_how_to_start_prometheus_when_none_answers(scratch: Path) -> None:
+    made = interposer(
+        "report", "--prometheus", f"http://127.0.0.1:{free_port()}", "--output", str(scratch / "report.html")
+    )
+    assert made.returncode == 1
+    assert "no Prometheus answers there" in made.stderr
+    assert "interposer stack up" in made.stderr
+    assert "Traceback" not in made.stderr
+    assert not (scratch / "report.html").exists()

@@ -21,7 +21,9 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MatplotlibFigure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
+
+from .prometheus import Series
 
 plt.rcParams.update({"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9})
 
@@ -38,17 +40,8 @@ up as on a dashboard, with the legend (or colour bar) in the space on the right.
 
 
 @dataclass
-class Series:
-    """One labelled time series from a range query."""
-
-    label: str
-    times: list[float]
-    values: list[float]
-
-
-@dataclass
 class Chart:
-    """An SVG chart and how many data points it drew: a panel without data says so instead."""
+    """An SVG chart and how many data points it drew that are not zero: a panel without any says so instead."""
 
     svg: str
     points: int
@@ -78,13 +71,59 @@ def binary_bytes(value: float) -> str:
     return f"{value / factor:.3g} {unit}"
 
 
-def human_seconds(value: float, _position: object = None) -> str:
-    """0.0005 -> '500 µs': durations as people read them."""
-    if value >= 1:
-        return f"{value:.3g} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} µs"
+def human_seconds(value: float) -> str:
+    """0.0005 -> '500 µs': one duration as people read it (tables, waterfalls)."""
+    factor, unit = duration_unit(value)
+    return f"{value / factor:.3g} {unit}"
+
+
+def human_duration(seconds: float) -> str:
+    """A time span as people say it: '43 s', '2 min 5 s', '1 h 3 min'."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def duration_unit(largest: float) -> tuple[float, str]:
+    """The unit that suits durations up to ``largest`` seconds: (seconds per unit, its name).
+
+    One unit per axis, chosen from its data, so its ticks never mix seconds with microseconds."""
+    if largest >= 1:
+        return 1.0, "s"
+    if largest >= 1e-3:
+        return 1e-3, "ms"
+    return 1e-6, "µs"
+
+
+def _plain(value: float, _position: object = None) -> str:
+    """A tick as a plain number in the axis's unit: 0.05, 2, 250 (never in scientific notation, never an offset)."""
+    return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _plain_axis(axes: Axes) -> None:
+    """Linear y ticks as plain numbers, without the scientific multiplier matplotlib adds to large or small ones."""
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axes.yaxis.set_major_formatter(formatter)
+
+
+def _one_two_five(value: float, up: bool) -> float:
+    """The nearest 1-2-5 step (…, 0.5, 1, 2, 5, 10, …) at or below ``value``, or at or above it when ``up``."""
+    decade = 10.0 ** math.floor(math.log10(value))
+    steps = [decade * base for base in (1, 2, 5, 10)]
+    return min(s for s in steps if s >= value * (1 - 1e-9)) if up else max(s for s in steps if s <= value * (1 + 1e-9))
+
+
+def _log_axis(axes: Axes, low: float, high: float) -> None:
+    """A log y-axis with plain-number ticks: 1-2-5 steps when the data spans less than two decades."""
+    axes.set_yscale("log")
+    narrow = high / max(low, 1e-12) < 100
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    axes.yaxis.set_major_formatter(FuncFormatter(_plain))
+    axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _colours(labels: Sequence[str]) -> dict[str, str]:
@@ -132,10 +171,11 @@ def lines(series: Sequence[Series], start: float, end: float, unit: str) -> Char
     points = 0
     for item in series:
         axes.plot(_times(item.times), item.values, label=item.label, color=colours[item.label], linewidth=1.4)
-        points += len(item.values)
+        points += sum(1 for value in item.values if value)
     _time_axis(axes, start, end)
     axes.set_ylabel(unit)
     axes.set_ylim(bottom=0)
+    _plain_axis(axes)
     axes.grid(alpha=0.3)
     _legend(axes)
     return Chart(_svg(figure), points)
@@ -148,42 +188,53 @@ def byte_rates(series: Sequence[Series], start: float, end: float) -> Chart:
     return lines(scaled, start, end, f"{unit}/s")
 
 
-def latency(series: Sequence[Series], start: float, end: float) -> Chart:
-    """One latency quantile per operation, on a log scale (FUSE requests span microseconds to seconds)."""
+def latency(series: Sequence[Series], start: float, end: float, quantile: str) -> Chart:
+    """One latency quantile per operation, on a log scale (FUSE requests span microseconds to seconds),
+    in the one unit that suits the slowest value drawn."""
+    kept = {
+        item.label: [(t, v) for t, v in zip(item.times, item.values, strict=True) if math.isfinite(v) and v > 0]
+        for item in series
+    }  # NaN where the operation had no requests
+    values = [v for pairs in kept.values() for _, v in pairs]
+    factor, unit = duration_unit(max(values, default=0.0))
     figure, axes = _figure()
     colours = _colours([item.label for item in series])
-    points = 0
-    for item in series:
-        kept = [(t, v) for t, v in zip(item.times, item.values, strict=True) if math.isfinite(v) and v > 0]
-        if kept:  # NaN where the operation had no requests
-            axes.plot(_times([t for t, _ in kept]), [v for _, v in kept], label=item.label, color=colours[item.label])
-            points += len(kept)
+    for label, pairs in kept.items():
+        if pairs:
+            axes.plot(_times([t for t, _ in pairs]), [v / factor for _, v in pairs], label=label, color=colours[label])
     _time_axis(axes, start, end)
-    if points:
-        axes.set_yscale("log")
-        axes.yaxis.set_major_locator(LogLocator(base=10))
-        axes.yaxis.set_major_formatter(FuncFormatter(human_seconds))
-    axes.set_ylabel("request duration")
+    if values:
+        low, high = _one_two_five(min(values) / factor, up=False), _one_two_five(max(values) / factor, up=True)
+        axes.set_ylim(low, high if high > low else low * 2)  # ticks at both ends, however narrow the data
+        _log_axis(axes, low, high)
+    axes.set_ylabel(f"{quantile} duration ({unit})")
     axes.grid(alpha=0.3)
     _legend(axes)
-    return Chart(_svg(figure), points)
+    return Chart(_svg(figure), len(values))
 
 
 def heatmap(
     bounds: Sequence[float], times: Sequence[float], rows: Sequence[Sequence[float]], start: float, end: float
 ) -> Chart:
-    """Requests per second in each duration bucket over time: time across, duration up (log), count as colour."""
+    """Requests per second in each duration bucket over time: time across, duration up (log), count as colour.
+
+    Only the buckets from the fastest to the slowest with any requests are drawn, so the data fills the
+    height, in the one unit that suits the slowest."""
+    peak = max((value for row in rows for value in row), default=0.0)
+    used = [index for index, row in enumerate(rows) if any(value > peak * 1e-9 for value in row)]  # not rounding
     figure, axes = _figure()
-    points = sum(1 for row in rows for value in row if value > 0)
-    if rows and times:
+    unit = "s"
+    if used and times:
+        low, high = used[0], used[-1] + 1
+        factor, unit = duration_unit(bounds[high - 1])
         step = (times[-1] - times[0]) / max(len(times) - 1, 1) or 1.0
         edges_x = _times([t - step / 2 for t in times] + [times[-1] + step / 2])
-        edges_y = [bounds[0] / 2.5, *bounds]  # the lowest bucket drawn as tall as the others on a log scale
-        mesh = axes.pcolormesh(edges_x, edges_y, rows, cmap="Oranges", shading="flat")
+        lower = bounds[low - 1] if low else bounds[0] / 2.5  # the lowest bucket drawn as tall as the others
+        edges_y = [lower / factor, *(bound / factor for bound in bounds[low:high])]
+        mesh = axes.pcolormesh(edges_x, edges_y, rows[low:high], cmap="Oranges", shading="flat")
         scale = figure.add_axes((PLOT_AREA["right"] + 0.015, PLOT_AREA["bottom"], 0.012, 0.76))
         figure.colorbar(mesh, cax=scale).set_label("requests/s")
-        axes.set_yscale("log")
-        axes.yaxis.set_major_formatter(FuncFormatter(human_seconds))
+        _log_axis(axes, edges_y[0], edges_y[-1])
     _time_axis(axes, start, end)
-    axes.set_ylabel("request duration")
-    return Chart(_svg(figure), points)
+    axes.set_ylabel(f"request duration ({unit})")
+    return Chart(_svg(figure), sum(1 for index in used for value in rows[index] if value > peak * 1e-9))
