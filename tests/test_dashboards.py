@@ -23,7 +23,6 @@ from .alertmanager import running_alertmanager
 from .conftest import MountFactory, require, require_command, wait_for
 from .otlp import free_port
 from .prometheus import running_prometheus
-from .servers import built_program
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RULE_TESTS = REPOSITORY / "alerts" / "tests" / "rules.test.yaml"
@@ -65,7 +64,7 @@ def test_dashboards_type_check_against_grafana_schema() -> None:
 
 
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
-    promtool = built_program("promtool")
+    promtool = require_command("promtool")
     checked = run(promtool, "check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = run(promtool, "test", "rules", str(RULE_TESTS))
@@ -202,7 +201,7 @@ def test_bad_alert_overrides_name_the_alert_fields_and_exit_2(tmp_path: Path) ->
 def test_alert_durations_are_exactly_what_promtool_accepts(tmp_path: Path) -> None:
     """The duration pattern is held to real promtool: rules built with each value (unvalidated) must pass
     promtool exactly when the config model accepts the value."""
-    promtool = built_program("promtool")
+    promtool = require_command("promtool")
     for value in ("10m", "1h30m", "90s", "1d", "500ms", "ten minutes", "10 m", "1.5h", "10M", "-5m", ""):
         try:
             AlertConfig.model_validate({"error_ratio_for": value})
@@ -218,7 +217,7 @@ def test_alert_durations_are_exactly_what_promtool_accepts(tmp_path: Path) -> No
 def test_expected_failures_never_count_in_the_error_ratio(tmp_path: Path) -> None:
     """The kernel's getxattr probe before each write (ENODATA) and a lookup's ENOENT stay out of the error ratio
     even when benign_errnos no longer names them: names.EXPECTED_FAILURES is not an override."""
-    promtool = built_program("promtool")
+    promtool = require_command("promtool")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(AlertConfig(benign_errnos=()))))
     count = "fuse_operation_duration_seconds_count"
     series = {
@@ -244,6 +243,50 @@ def test_expected_failures_never_count_in_the_error_ratio(tmp_path: Path) -> Non
                             {"labels": 'cnfs:fuse_failures:ratio{fuse_operation_name="lookup"}', "value": 0.5},
                         ],
                     }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    tested = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_error_panels_leave_the_expected_failures_out(tmp_path: Path) -> None:
+    """The error-ratio, errors-by-errno and organic-error panels, evaluated by promtool on synthetic series: a
+    write workload's getxattr probes (ENODATA) and a lookup's ENOENT are not errors there."""
+    promtool = require_command("promtool")
+    panels = {
+        panel["title"]: panel["targets"]
+        for path in dashboard_files.OUTPUT.glob("*.json")
+        for panel in json.loads(path.read_text())["panels"]
+    }
+
+    def query(title: str, legend: str = "") -> str:
+        (expr,) = [target["expr"] for target in panels[title] if target["legendFormat"] in (legend, "{{error_type}}")]
+        return re.sub(r"\$(namespace|pod|volume|operation)\b", ".*", expr.replace("$__rate_interval", "5m"))
+
+    count = "fuse_operation_duration_seconds_count"
+    series = {  # per second: 10 writes, 1 of them fails with EIO; 10 probes, 5 lookups that find nothing
+        f'{count}{{fuse_operation_name="write"}}': "0+540x10",
+        f'{count}{{fuse_operation_name="write", error_type="EIO"}}': "0+60x10",
+        f'{count}{{fuse_operation_name="getxattr", error_type="ENODATA"}}': "0+600x10",
+        f'{count}{{fuse_operation_name="lookup", error_type="ENOENT"}}': "0+300x10",
+    }
+    expected = [
+        (query("Error ratio"), "{}", 1 / 25),
+        (query("Errors/s by errno"), '{error_type="EIO"}', 1.0),
+        (query("Injected and organic errors/s", "organic"), "{}", 1.0),
+    ]
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series.items()],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "10m", "exp_samples": [{"labels": labels, "value": value}]}
+                    for expr, labels, value in expected
                 ],
             }
         ],
