@@ -32,7 +32,12 @@ from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Worklo
 
 
 def machine() -> dict[str, str]:
-    fio = subprocess.run(["fio", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    """What the figures were measured on; fio's version only where fio is installed (benchmarks.real needs none)."""
+    fio = (
+        ""
+        if shutil.which("fio") is None
+        else subprocess.run(["fio", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    )
     return {
         "cpus": str(os.cpu_count()),
         "kernel": platform.release(),

@@ -19,7 +19,9 @@ from benchmarks.profile import (
     STAGE_SYSCALLS,
     stage_of,
 )
+from benchmarks.real import COMMITS, DEFAULT, NATIVE, SUBJECTS, RealSettings
 from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings
+from interposer.names import OpName
 
 from .conftest import require_command, require_fuse
 
@@ -93,3 +95,35 @@ def test_quick_profile_splits_a_request_into_stages(scratch: Path) -> None:
     stages = profile["microseconds_per_request"]
     for stage in (STAGE_FRAMEWORK, STAGE_ADAPTER, STAGE_BACKEND, STAGE_SYSCALLS, LAYER_STAGE_PREFIX + "tracing"):
         assert stages.get(stage, 0) > 0, (stage, stages)
+
+
+def test_quick_real_workloads_run_on_every_subject(scratch: Path) -> None:
+    """Tar, git, compileall and SQLite through every subject; what each run produced in the backing directory is
+    counted, so a workload that broke (or a mount that served it wrong) shows here, not only as a time."""
+    require_fuse()
+    output = scratch / "real.json"
+    run_benchmark("benchmarks.real", "--quick", "--output", str(output))
+    report = json.loads(output.read_text())
+    settings = RealSettings.quick()
+    tree = [path for path in settings.source.rglob("*") if path.is_file() and "__pycache__" not in path.parts]
+    produced = {
+        "unpack": len(tree),
+        "git status": 0,  # a clean checkout, as git reads it through the mount
+        "git log -p": COMMITS,
+        "compileall": sum(1 for path in tree if path.suffix == ".py"),
+        "sqlite": settings.transactions * settings.rows_per_transaction,
+    }
+    assert [row["workload"] for row in report["results"]] == list(produced)
+    for row in report["results"]:
+        assert list(row["subjects"]) == list(SUBJECTS), row
+        for name, figures in row["subjects"].items():
+            assert figures["produced"] == produced[row["workload"]], (row["workload"], name, figures)
+            assert figures["median"] > 0, (row["workload"], name)
+            # One round: the paired ratio is the ratio of the medians.
+            assert figures["to_native"]["median"] == figures["median"] / row["subjects"][NATIVE]["median"]
+    sqlite = {row["workload"]: row for row in report["results"]}["sqlite"]["subjects"]
+    # Requests are counted where the mount has metrics: every commit fsyncs the WAL, every write is probed.
+    requests = sqlite[DEFAULT]["requests_per_run"]
+    assert requests[OpName.FSYNC] >= settings.transactions, requests
+    assert requests[OpName.GETXATTR] >= requests[OpName.WRITE] / 2, requests
+    assert not sqlite[BASELINE]["requests_per_run"]
