@@ -217,12 +217,28 @@ def ctl_disable(context: click.Context, layer: str) -> None:
 _STACK_DIR = Path.home() / ".local" / "state" / "cnfs-interposer" / "stack"
 
 
+def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the local stack keeps its state and listens: the same options for ``stack`` and ``demo``."""
+    for option in reversed(
+        (
+            click.option(
+                "--dir",
+                "directory",
+                type=click.Path(path_type=Path, file_okay=False),
+                default=_STACK_DIR,
+                show_default=True,
+                help="The local stack's state directory.",
+            ),
+            click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True),
+            click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @main.group()
-@click.option(
-    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False), default=_STACK_DIR, show_default=True
-)
-@click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True)
-@click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True)
+@_stack_options
 @click.pass_context
 def stack(context: click.Context, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
     """A local Prometheus and Alertmanager with the generated alert rules, scraping the running mounts."""
@@ -318,11 +334,14 @@ def report(
     show_default=True,
     help="Where the sample backing directory and the mountpoint are made.",
 )
-def demo(workdir: Path) -> None:
-    """Mount a sample directory, run a short real workload in it, report, unmount."""
+@_stack_options
+def demo(workdir: Path, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
+    """Mount a sample directory, start the local stack, run a workload with faults, show its alert, a trace and
+    an HTML report, unmount."""
     from .local.demo import run_demo
+    from .local.stack import LocalStack
 
-    sys.exit(run_demo(workdir))
+    sys.exit(run_demo(workdir, LocalStack(directory, prometheus_port, alertmanager_port)))
 
 
 def _time_ns(text: str | None) -> int | None:
@@ -560,18 +579,6 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
     show_default=True,
     help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
 )
-@click.option(
-    "--live-control/--no-live-control",
-    default=True,
-    show_default=True,
-    help="Apply VolumeExperiments to this node's volumes (node mode; needs the Kubernetes API: in a cluster, "
-    "or --kubeconfig).",
-)
-@click.option(
-    "--kubeconfig",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="The Kubernetes API for live control, when not in a cluster [default: in-cluster credentials].",
-)
 def csi(
     endpoint: str,
     node_id: str | None,
@@ -586,8 +593,6 @@ def csi(
     server_cgroup: Path | None,
     server_pods: Path | None,
     probe_timeout: float,
-    live_control: bool,
-    kubeconfig: Path | None,
 ) -> None:
     """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
     import socket
@@ -619,10 +624,6 @@ def csi(
         node = NodeService(name, roots, supervisor, max_volumes)
         node.adopt()
         services["Node"] = node
-        if live_control:
-            from .csi.live_control import start
-
-            start(node, kubeconfig)
     if mode in ("controller", "all"):
         services["Controller"] = ControllerService(volumes, state_dir)
     serve(

@@ -29,10 +29,11 @@ def test_a_workload_runs_unchanged_and_nothing_reaches_the_disk(mount_factory: M
     report = run_workload(mount.mountpoint)
     assert report.checksums_ok == report.files_written == 50
     assert report.expected_errors == {"ENOENT": 1}
-    assert sorted(os.listdir(mount.mountpoint / "archive"))[:2] == ["app-00.keep", "app-00.log"]
+    assert sorted(os.listdir(mount.mountpoint / "archive"))[:2] == ["r00-app-00.keep", "r00-app-00.log"]
     status = mount.status()
     assert status["backend"] == "fake"
-    assert status["fake_kept_bytes"] == sum(p.stat().st_size for p in (mount.mountpoint / "archive").glob("*.log"))
+    kept = [*(mount.mountpoint / "archive").glob("*.log"), *(mount.mountpoint / "reports").iterdir()]
+    assert status["fake_kept_bytes"] == sum(p.stat().st_size for p in kept)
     assert list(mount.backing.iterdir()) == []
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,13 @@ class LocalStack:
             (self.directory / f"{service.name}.pid").write_text(str(process.pid))
             self._wait_ready(service, process)
         return targets
+
+    def active_alerts(self, name: str) -> list[dict[str, Any]]:
+        """The alerts called ``name`` that Alertmanager holds active now (its v2 API's alert objects)."""
+        query = urllib.parse.urlencode({"filter": f'alertname="{name}"', "active": "true"})
+        with urllib.request.urlopen(f"{self.alertmanager_url}/api/v2/alerts?{query}", timeout=10) as response:
+            alerts: list[dict[str, Any]] = json.load(response)
+        return alerts
 
     def down(self) -> list[str]:
         """Stop both servers; return the names of those that were running."""
