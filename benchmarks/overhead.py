@@ -34,14 +34,14 @@ FLOORS = {"metrics": 0.9, "traced-100%": 0.75, "traced-1%": 0.9}
 MEASURED = ("rand-read-4K-1job", "create-stat-unlink", "stat")
 
 
-def _cpu_ticks(pid: int) -> int:
+def cpu_ticks(pid: int) -> int:
     """CPU time of a process and its children (a mount's span export process)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = int(fields[11]) + int(fields[12])  # utime + stime
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
-                ticks += _cpu_ticks(int(child))
+                ticks += cpu_ticks(int(child))
             except FileNotFoundError:
                 continue  # it has just exited
     return ticks
@@ -55,10 +55,10 @@ def wait_until_idle(mount: MountProcess, quiet: float = 0.3, timeout: float = 15
     """
     assert mount.process is not None
     deadline = time.monotonic() + timeout
-    before = _cpu_ticks(mount.process.pid)
+    before = cpu_ticks(mount.process.pid)
     while time.monotonic() < deadline:
         time.sleep(quiet)
-        now = _cpu_ticks(mount.process.pid)
+        now = cpu_ticks(mount.process.pid)
         if now == before:
             return
         before = now

@@ -55,7 +55,7 @@ from interposer.local.demo import scrape
 from interposer.mount.child import MountProcess
 
 from .__main__ import machine
-from .overhead import BASELINE, VARIANTS, wait_until_idle
+from .overhead import BASELINE, VARIANTS, cpu_ticks, wait_until_idle
 from .references import example_mount
 from .workloads import Target
 
@@ -203,10 +203,12 @@ WORKLOADS = (
 
 @dataclass
 class Subject:
-    """A directory to run in, natively or through a mount; ``metrics`` is the mount's scrape endpoint, if any."""
+    """A directory to run in, natively or through a mount served by process ``server``; ``metrics`` is the mount's
+    scrape endpoint, if it has one."""
 
     name: str
     target: Target
+    server: int | None = None
     mount: MountProcess | None = None
     metrics: str | None = None
 
@@ -214,6 +216,10 @@ class Subject:
         """Let a mount finish what the last run left it (span export), so it does not slow the next subject."""
         if self.mount is not None:
             wait_until_idle(self.mount)
+
+    def server_seconds(self) -> float:
+        """CPU time the server (and its span export process) has used so far; 0 natively."""
+        return 0.0 if self.server is None else cpu_ticks(self.server) / os.sysconf("SC_CLK_TCK")
 
     def requests(self) -> Counter[str]:
         """Requests served so far, by operation, from the mount's own metrics; empty without them."""
@@ -251,8 +257,11 @@ def give_repository(subject: Subject, inputs: Inputs) -> None:
     _timed([*GIT, "status", "--porcelain"], subject.target.path / "repository")
 
 
-def run_once(workload: RealWorkload, subject: Subject, inputs: Inputs, round_: int) -> tuple[Outcome, Counter[str]]:
-    """One run of a workload on a subject, and the requests the mount counted for it."""
+def run_once(
+    workload: RealWorkload, subject: Subject, inputs: Inputs, round_: int
+) -> tuple[Outcome, float, Counter[str]]:
+    """One run of a workload on a subject, the server's CPU seconds for it (the span export included, so counted
+    once the mount is idle again), and the requests the mount counted for it."""
     if workload.in_repository:
         scratch = Target(subject.target.path / "repository", subject.target.direct / "repository")
     else:
@@ -261,22 +270,25 @@ def run_once(workload: RealWorkload, subject: Subject, inputs: Inputs, round_: i
         scratch.direct.mkdir()
         if workload.prepare is not None:
             workload.prepare(scratch.direct, inputs)
-    before = subject.requests()
+    before, cpu_before = subject.requests(), subject.server_seconds()
     try:
         outcome = workload.run(scratch, inputs)
-        return outcome, subject.requests() - before
+        requests = subject.requests() - before
+        subject.settle()
+        return outcome, subject.server_seconds() - cpu_before, requests
     finally:
         if not workload.in_repository:
             shutil.rmtree(scratch.direct)
-        subject.settle()
 
 
 @dataclass
 class WorkloadResult:
-    """Every round's seconds per subject, what each run produced, and the requests per run by operation."""
+    """Every round's seconds and server CPU seconds per subject, what each run produced, and the requests per run
+    by operation."""
 
     workload: RealWorkload
     seconds: dict[str, list[float]]
+    server_seconds: dict[str, list[float]]
     produced: dict[str, int]
     requests: dict[str, dict[str, float]]
 
@@ -302,6 +314,8 @@ class WorkloadResult:
                     "min": min(to_example),
                     "max": max(to_example),
                 },
+                "server_cpu_seconds": self.server_seconds[subject],
+                "server_cpu_median": statistics.median(self.server_seconds[subject]),
                 "produced": self.produced[subject],
                 "requests_per_run": self.requests.get(subject, {}),
             }
@@ -312,15 +326,18 @@ def measure(
     subjects: list[Subject], inputs: Inputs, workloads: tuple[RealWorkload, ...], echo: Callable[[str], None]
 ) -> list[WorkloadResult]:
     """Every round runs every workload on every subject, the subjects' order rotated each round."""
-    results = [WorkloadResult(w, {s.name: [] for s in subjects}, {}, {}) for w in workloads]
+    results = [
+        WorkloadResult(w, {s.name: [] for s in subjects}, {s.name: [] for s in subjects}, {}, {}) for w in workloads
+    ]
     counted: dict[tuple[str, str], Counter[str]] = {}
     rounds = inputs.settings.rounds
     for round_ in range(rounds):
         order = subjects[round_ % len(subjects) :] + subjects[: round_ % len(subjects)]
         for result in results:
             for subject in order:
-                outcome, requests = run_once(result.workload, subject, inputs, round_)
+                outcome, server_seconds, requests = run_once(result.workload, subject, inputs, round_)
                 result.seconds[subject.name].append(outcome.seconds)
+                result.server_seconds[subject.name].append(server_seconds)
                 result.produced[subject.name] = outcome.produced
                 if len(set(result.produced.values())) > 1:
                     raise RuntimeError(f"{result.workload.name}: {result.workload.produced} differ: {result.produced}")
@@ -349,8 +366,8 @@ def mounted_subjects(base: Path) -> Iterator[list[Subject]]:
         backing, mountpoint = base / f"{EXAMPLE}-backing", base / EXAMPLE
         backing.mkdir()
         mountpoint.mkdir()
-        stack.enter_context(example_mount(backing, mountpoint, base / f"{EXAMPLE}.log"))
-        subjects.append(Subject(EXAMPLE, Target(mountpoint, backing)))
+        example = stack.enter_context(example_mount(backing, mountpoint, base / f"{EXAMPLE}.log"))
+        subjects.append(Subject(EXAMPLE, Target(mountpoint, backing), example.pid))
         for name, template in MOUNT_CONFIGS.items():
             work = base / name
             (work / "backing").mkdir(parents=True)
@@ -361,7 +378,9 @@ def mounted_subjects(base: Path) -> Iterator[list[Subject]]:
                 MountProcess(work / "backing", work / "mnt", ["--config", str(work / "config.yaml")], log=log)
             )
             exporters = (mount.status().get("metrics") or {}).get("exporters", {})
-            subjects.append(Subject(name, Target(mount.mountpoint, mount.backing), mount, exporters.get("prometheus")))
+            assert mount.process is not None
+            target = Target(mount.mountpoint, mount.backing)
+            subjects.append(Subject(name, target, mount.process.pid, mount, exporters.get("prometheus")))
         yield subjects
 
 

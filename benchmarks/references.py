@@ -59,6 +59,12 @@ class ReferenceMount:
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id, for its CPU time."""
+        assert self._process is not None, "not mounted"
+        return self._process.pid
+
     def __enter__(self) -> ReferenceMount:
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT)
