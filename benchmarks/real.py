@@ -115,13 +115,16 @@ class Outcome:
     produced: int
 
 
-def _timed(command: list[str], cwd: Path) -> tuple[float, str]:
-    """Wall time of a command (start-up included, as a user waits for it) and its output."""
+def _timed(command: list[str], cwd: Path) -> tuple[float, bytes]:
+    """Wall time of a command (start-up included, as a user waits for it) and its output, as bytes: a diff of the
+    standard library is not all UTF-8."""
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, check=False)
     seconds = time.perf_counter() - started
     if result.returncode not in (0, 1):  # compileall exits 1 for a module that does not compile: ours has some
-        raise RuntimeError(f"{command} in {cwd} exited {result.returncode}: {result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{command} in {cwd} exited {result.returncode}: {result.stderr[-2000:].decode(errors='replace')}"
+        )
     return seconds, result.stdout
 
 
@@ -144,7 +147,7 @@ def git_status(scratch: Target, inputs: Inputs) -> Outcome:
 def git_log(scratch: Target, inputs: Inputs) -> Outcome:
     """``git log -p``: every commit with its diff, read from the pack; produced: the commits shown."""
     seconds, output = _timed([*GIT, "log", "-p"], scratch.path)
-    return Outcome(seconds, sum(1 for line in output.splitlines() if line.startswith("commit ")))
+    return Outcome(seconds, sum(1 for line in output.splitlines() if line.startswith(b"commit ")))
 
 
 def copy_tree(direct: Path, inputs: Inputs) -> None:
@@ -423,14 +426,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
         high = [row["subjects"][s]["max"] - m for m, s in zip(medians, SUBJECTS, strict=True)]
         positions = range(len(SUBJECTS))
         axis.bar(positions, medians, yerr=[low, high], capsize=3, color=[COLOURS[s] for s in SUBJECTS])
+        for position, subject, top in zip(positions, SUBJECTS, high, strict=True):
+            if subject != NATIVE:  # the paired ratio to native over the whisker
+                ratio = row["subjects"][subject]["to_native"]["median"]
+                label = f"{ratio:.1f}\N{MULTIPLICATION SIGN}"
+                axis.annotate(label, (position, medians[position] + top), ha="center", va="bottom", fontsize=7)
         axis.set_title(row["workload"])
         axis.set_xticks(list(positions), [LABELS[s] for s in SUBJECTS], rotation=40, ha="right", fontsize=8)
         axis.set_ylabel("seconds" if axis is axes[0][0] else "")
-        axis.set_ylim(bottom=0)
+        axis.set_ylim(0, max(m + h for m, h in zip(medians, high, strict=True)) * 1.1)  # room for the labels
     rounds, load_seen = report["settings"]["rounds"], report["load"]
     figure.suptitle(
-        f"Real workloads: median wall time of {rounds} interleaved rounds (whiskers: min to max); "
-        f"load average {load_seen['before']['1m']:.1f} before, {load_seen['after']['1m']:.1f} after, on 2 shared cores",
+        f"Real workloads: median wall time of {rounds} interleaved rounds (whiskers: min to max; labels: time over "
+        f"native's, paired by round); load average {load_seen['before']['1m']:.1f} before, "
+        f"{load_seen['after']['1m']:.1f} after, on {report['machine']['cpus']} cores shared with other work",
         fontsize=9,
     )
     figure.tight_layout()
