@@ -133,10 +133,25 @@ def test_chart_objects_say_what_the_driver_does(helm: str) -> None:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"], role["metadata"]["name"]
             assert "*" not in rule["resources"], role["metadata"]["name"]
-    [cluster_role] = by_kind(manifests, "ClusterRole")
-    assert {resource for rule in cluster_role["rules"] for resource in rule["resources"]} == {
+    cluster_roles = {role["metadata"]["name"].removeprefix("cnfs-interposer-"): role for role in
+                     by_kind(manifests, "ClusterRole")}  # fmt: skip
+    assert set(cluster_roles) == {"provisioner", "node-live-control", "experimenter", "experiment-viewer"}
+
+    def resources(name: str) -> set[str]:
+        return {resource for rule in cluster_roles[name]["rules"] for resource in rule["resources"]}
+
+    assert resources("provisioner") == {
         "persistentvolumes", "persistentvolumeclaims", "storageclasses", "csinodes", "nodes", "events"
     }  # fmt: skip
+    live = {(resource, verb) for rule in cluster_roles["node-live-control"]["rules"] for resource in
+            rule["resources"] for verb in rule["verbs"]}  # fmt: skip
+    assert live == {
+        *(("volumeexperiments", verb) for verb in ("get", "list", "watch")),
+        ("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create"),
+    }  # fmt: skip
+    labels = cluster_roles["experimenter"]["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert resources("experimenter") == {"volumeexperiments"}
 
 
 def test_chart_ships_the_generated_rules_and_dashboards(helm: str) -> None:
