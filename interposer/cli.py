@@ -579,6 +579,18 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
     show_default=True,
     help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
 )
+@click.option(
+    "--live-control/--no-live-control",
+    default=True,
+    show_default=True,
+    help="Apply VolumeExperiments to this node's volumes (node mode; needs the Kubernetes API: in a cluster, "
+    "or --kubeconfig).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The Kubernetes API for live control, when not in a cluster [default: in-cluster credentials].",
+)
 def csi(
     endpoint: str,
     node_id: str | None,
@@ -593,6 +605,8 @@ def csi(
     server_cgroup: Path | None,
     server_pods: Path | None,
     probe_timeout: float,
+    live_control: bool,
+    kubeconfig: Path | None,
 ) -> None:
     """Serve the CSI driver: Identity, plus Node and/or Controller, on a unix socket."""
     import socket
@@ -624,6 +638,10 @@ def csi(
         node = NodeService(name, roots, supervisor, max_volumes)
         node.adopt()
         services["Node"] = node
+        if live_control:
+            from .csi.live_control import start
+
+            start(node, kubeconfig)
     if mode in ("controller", "all"):
         services["Controller"] = ControllerService(volumes, state_dir)
     serve(
