@@ -118,9 +118,9 @@ def _one_two_five(value: float, up: bool) -> float:
 
 
 def _log_axis(axes: Axes, low: float, high: float) -> None:
-    """A log y-axis with plain-number ticks: 1-2-5 steps when the data spans less than two decades."""
+    """A log y-axis with plain-number ticks: 1-2-5 steps when the data spans three decades or less."""
     axes.set_yscale("log")
-    narrow = high / max(low, 1e-12) < 100
+    narrow = high / max(low, 1e-12) <= 1000
     axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
     axes.yaxis.set_major_formatter(FuncFormatter(_plain))
     axes.yaxis.set_minor_formatter(NullFormatter())
