@@ -56,6 +56,7 @@ from interposer.mount.child import MountProcess
 
 from .__main__ import machine
 from .overhead import BASELINE, VARIANTS, cpu_ticks, wait_until_idle
+from .paired import Interval, paired_ratios
 from .references import example_mount
 from .workloads import Target
 
@@ -284,6 +285,29 @@ def run_once(
             shutil.rmtree(scratch.direct)
 
 
+PAIRS = (
+    (EXAMPLE, NATIVE),
+    (BASELINE, NATIVE),
+    (XATTRS_OFF, NATIVE),
+    (DEFAULT, NATIVE),
+    (BASELINE, EXAMPLE),
+    (XATTRS_OFF, EXAMPLE),
+    (DEFAULT, EXAMPLE),
+    (XATTRS_OFF, BASELINE),
+    (DEFAULT, BASELINE),
+)
+"""The comparisons reported: each subject against native and the example, and each switch against bare."""
+
+
+def pair_name(subject: str, reference: str) -> str:
+    return f"{subject}/{reference}"
+
+
+def ratio(seconds: dict[str, list[float]], subject: str, reference: str) -> Interval:
+    """The subject's time over the reference's, paired by round: median and confidence interval."""
+    return Interval.of(paired_ratios(seconds[subject], seconds[reference]))
+
+
 @dataclass
 class WorkloadResult:
     """Every round's seconds and server CPU seconds per subject, what each run produced, and the requests per run
@@ -298,31 +322,26 @@ class WorkloadResult:
     def median(self, subject: str) -> float:
         return statistics.median(self.seconds[subject])
 
-    def ratios(self, subject: str, reference: str) -> list[float]:
-        """The subject's time over the reference's, round by round (paired: the same round's load on both)."""
-        return [a / b for a, b in zip(self.seconds[subject], self.seconds[reference], strict=True)]
-
     def as_json(self) -> dict[str, object]:
         subjects = {}
         for subject, seconds in self.seconds.items():
-            to_native, to_example = self.ratios(subject, NATIVE), self.ratios(subject, EXAMPLE)
             subjects[subject] = {
                 "seconds": seconds,
                 "median": statistics.median(seconds),
                 "min": min(seconds),
                 "max": max(seconds),
-                "to_native": {"median": statistics.median(to_native), "min": min(to_native), "max": max(to_native)},
-                "to_example": {
-                    "median": statistics.median(to_example),
-                    "min": min(to_example),
-                    "max": max(to_example),
-                },
                 "server_cpu_seconds": self.server_seconds[subject],
                 "server_cpu_median": statistics.median(self.server_seconds[subject]),
                 "produced": self.produced[subject],
                 "requests_per_run": self.requests.get(subject, {}),
             }
-        return {"workload": self.workload.name, "produced": self.workload.produced, "subjects": subjects}
+        ratios = {pair_name(*pair): asdict(ratio(self.seconds, *pair)) for pair in PAIRS}
+        return {
+            "workload": self.workload.name,
+            "produced": self.workload.produced,
+            "subjects": subjects,
+            "time_ratios": ratios,
+        }
 
 
 def measure(
@@ -393,22 +412,29 @@ def load() -> dict[str, float]:
     return {"1m": one, "5m": five, "15m": fifteen}
 
 
+def _seconds(row: dict[str, Any]) -> dict[str, list[float]]:
+    """A workload's seconds per subject and round, as the JSON report holds them."""
+    return {subject: figures["seconds"] for subject, figures in row["subjects"].items()}
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The docs' table: median seconds per subject, and the paired ratios to native and to the example."""
+    """The docs' tables: each subject's median seconds (range over rounds), then the paired ratios of times with
+    their confidence intervals."""
     results = report["results"]
-    header = "| workload | " + " | ".join(LABELS[s] for s in SUBJECTS) + " |"
-    lines = [header, "|---" * (len(SUBJECTS) + 1) + "|"]
+    times = ["| workload | " + " | ".join(LABELS[s] for s in SUBJECTS) + " |", "|---" * (len(SUBJECTS) + 1) + "|"]
     for row in results:
-        cells = []
-        for name in SUBJECTS:
-            figures = row["subjects"][name]
-            cell = f"{figures['median']:.2f} s"
-            if name != NATIVE:
-                cell += f" ({figures['to_native']['median']:.1f}x"
-                cell += ")" if name == EXAMPLE else f", {figures['to_example']['median']:.2f}x ex.)"
-            cells.append(cell)
-        lines.append(f"| {row['workload']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells = [f"{f['median']:.2f} s ({f['min']:.2f}-{f['max']:.2f})" for f in (row["subjects"][s] for s in SUBJECTS)]
+        times.append(f"| {row['workload']} | " + " | ".join(cells) + " |")
+    names = [row["workload"] for row in results]
+    ratios = ["| time ratio | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    confidence = 0.0
+    for subject, reference in PAIRS:
+        intervals = [ratio(_seconds(row), subject, reference) for row in results]
+        confidence = intervals[0].confidence
+        described = " | ".join(interval.describe() for interval in intervals)
+        ratios.append(f"| {LABELS[subject]} / {LABELS[reference]} | {described} |")
+    note = f"Ratios of times (below 1: faster), median of the rounds' ratios [{confidence:.1%} confidence interval]."
+    return "\n".join([*times, "", note, "", *ratios]) + "\n"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -428,8 +454,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         axis.bar(positions, medians, yerr=[low, high], capsize=3, color=[COLOURS[s] for s in SUBJECTS])
         for position, subject, top in zip(positions, SUBJECTS, high, strict=True):
             if subject != NATIVE:  # the paired ratio to native over the whisker
-                ratio = row["subjects"][subject]["to_native"]["median"]
-                label = f"{ratio:.1f}\N{MULTIPLICATION SIGN}"
+                to_native = ratio(_seconds(row), subject, NATIVE).median
+                label = f"{to_native:.1f}\N{MULTIPLICATION SIGN}"
                 axis.annotate(label, (position, medians[position] + top), ha="center", va="bottom", fontsize=7)
         axis.set_title(row["workload"])
         axis.set_xticks(list(positions), [LABELS[s] for s in SUBJECTS], rotation=40, ha="right", fontsize=8)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
+from benchmarks.paired import Interval
 from benchmarks.profile import (
     LAYER_STAGE_PREFIX,
     STAGE_ADAPTER,
@@ -19,7 +20,7 @@ from benchmarks.profile import (
     STAGE_SYSCALLS,
     stage_of,
 )
-from benchmarks.real import COMMITS, DEFAULT, NATIVE, SUBJECTS, RealSettings
+from benchmarks.real import COMMITS, DEFAULT, PAIRS, SUBJECTS, RealSettings
 from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings
 from interposer.names import OpName
 
@@ -119,11 +120,27 @@ def test_quick_real_workloads_run_on_every_subject(scratch: Path) -> None:
         for name, figures in row["subjects"].items():
             assert figures["produced"] == produced[row["workload"]], (row["workload"], name, figures)
             assert figures["median"] > 0, (row["workload"], name)
-            # One round: the paired ratio is the ratio of the medians.
-            assert figures["to_native"]["median"] == figures["median"] / row["subjects"][NATIVE]["median"]
+        for subject, reference in PAIRS:
+            # One round: the paired ratio is the ratio of the medians, and it proves nothing (confidence 0).
+            interval = row["time_ratios"][f"{subject}/{reference}"]
+            medians = row["subjects"][subject]["median"], row["subjects"][reference]["median"]
+            assert interval == {
+                "median": medians[0] / medians[1],
+                "low": interval["median"],
+                "high": interval["median"],
+                "confidence": 0.0,
+            }, (row["workload"], subject, reference)
     sqlite = {row["workload"]: row for row in report["results"]}["sqlite"]["subjects"]
     # Requests are counted where the mount has metrics: every commit fsyncs the WAL, every write is probed.
     requests = sqlite[DEFAULT]["requests_per_run"]
     assert requests[OpName.FSYNC] >= settings.transactions, requests
     assert requests[OpName.GETXATTR] >= requests[OpName.WRITE] / 2, requests
     assert not sqlite[BASELINE]["requests_per_run"]
+
+
+def test_a_paired_ratio_says_how_sure_it_is() -> None:
+    """The sign-test interval: four rounds can only give (min, max), at 87.5%; twenty give 95% from x(6) to x(15)."""
+    assert Interval.of([1.0, 4.0, 2.0, 3.0]) == Interval(2.5, 1.0, 4.0, 0.875)
+    twenty = Interval.of([float(value) for value in range(20, 0, -1)])
+    assert (twenty.low, twenty.high) == (6.0, 15.0)
+    assert 0.95 <= twenty.confidence < 0.96
