@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,8 +26,10 @@ from interposer.names import CSI_DRIVER_NAME
 
 from .conftest import require_fuse, wait_for
 from .csi_plugin import CsiPlugin
-from .kube import ControlPlane
 from .test_csi import publish
+
+if TYPE_CHECKING:
+    from .kube import ControlPlane
 
 NAMESPACE = "shop"
 NODE = "node-a"
