@@ -297,6 +297,8 @@ class LiveControl:
         published = set()
         for publication in self.node.publications:
             published.add(publication.target_path)
+            if publication.pid is None and publication.pod is None:
+                continue  # being published: its server is not serving yet (on_publish wakes us when it is)
             self._reconcile_volume(publication, list(experiments.values()), mine, pods, now)
         for override in self.overrides:
             if override.target_path not in published:
