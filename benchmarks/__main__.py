@@ -19,13 +19,14 @@ import statistics
 import subprocess
 import tempfile
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
 
 from interposer.mount.child import MountProcess
 
+from .paired import Interval, paired_ratios
 from .profile import profile_workloads
 from .references import example_mount, floor_mount
 from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Workload
@@ -74,6 +75,14 @@ def machine() -> dict[str, str]:
     "(pyfuse3 and trio, adapter, each layer, backend, syscalls): benchmarks/profile.py.",
 )
 @click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run every workload this many times, the targets' order rotated each time [default: each workload's own]: "
+    "more, shorter runs (with --runtime) narrow the paired ratios' confidence intervals.",
+)
+@click.option("--runtime", type=click.IntRange(min=1), default=None, help="Seconds per fio job [default: 5, quick 1].")
+@click.option(
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("benchmarks/results/latest.json"),
@@ -86,10 +95,14 @@ def main(
     mount_args: str,
     references: bool,
     profile: bool,
+    repeats: int | None,
+    runtime: int | None,
     output: Path,
 ) -> None:
     """Benchmark the interposer against the native directory and the references, and print the ratios."""
     settings = Settings.quick() if quick else Settings()
+    if runtime is not None:
+        settings = replace(settings, runtime=runtime)
     base = workdir or Path(tempfile.mkdtemp(prefix="interposer-bench-", dir="/dev/shm"))
     native, backing, mountpoint = base / "native", base / "backing", base / "mnt"
     example_backing, example_mountpoint, floor_mountpoint = base / "example-backing", base / "example", base / "floor"
@@ -114,7 +127,7 @@ def main(
                 # The do-nothing file system invents entries, so "direct" is a scratch directory it never serves.
                 targets["do_nothing"] = Target(floor_mountpoint, base / "do-nothing-scratch")
             for workload in selected:
-                result = run_workload(workload, targets, settings)
+                result = run_workload(workload, targets, settings, repeats or workload.repeats)
                 results.append(result.as_json())
                 click.echo(result.describe())
         if profile:
@@ -143,12 +156,22 @@ REFERENCES = ("example", "do_nothing")
 
 @dataclass(frozen=True)
 class Result:
-    """One workload's median figures per target, and the mount's ratios to native and to the references."""
+    """One workload's figures per target and run, and the mount's ratios to native and to the references: of the
+    medians (what the floors are set against), and paired run by run, with a confidence interval."""
 
     workload: str
     unit: str
-    figures: dict[str, float]
+    runs: dict[str, list[float]]
     floor: float | None
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """The median figure per target."""
+        return {name: statistics.median(values) for name, values in self.runs.items()}
+
+    def paired(self, target: str) -> Interval:
+        """The mount's figure over the target's, run by run (the same moment's load on both)."""
+        return Interval.of(paired_ratios(self.runs["mount"], self.runs[target]))
 
     @property
     def ratio(self) -> float:
@@ -159,6 +182,7 @@ class Result:
 
     def as_json(self) -> dict[str, object]:
         ratios = {f"ratio_to_{name}": self.ratio_to(name) for name in REFERENCES if name in self.figures}
+        paired = {f"paired_to_{name}": asdict(self.paired(name)) for name in self.runs if name != "mount"}
         return {
             "workload": self.workload,
             "unit": self.unit,
@@ -166,6 +190,8 @@ class Result:
             "ratio": self.ratio,
             **ratios,
             "floor": self.floor,
+            "runs": self.runs,
+            **paired,
         }
 
     def describe(self) -> str:
@@ -179,18 +205,21 @@ class Result:
         for name in REFERENCES:
             if name in self.figures:
                 line += f"  mount/{name} {self.ratio_to(name):5.2f}"
+                interval = self.paired(name)
+                if interval.confidence:
+                    line += f" (paired {interval.describe()} at {interval.confidence:.0%})"
         return line
 
 
-def run_workload(workload: Workload, targets: dict[str, Target], settings: Settings) -> Result:
-    """Median figures of one workload on every target that can serve it, interleaved so drift hits them alike."""
+def run_workload(workload: Workload, targets: dict[str, Target], settings: Settings, repeats: int) -> Result:
+    """One workload on every target that can serve it, interleaved, the order rotated from run to run, so that drift
+    and the machine's load hit all of them alike."""
     names = [name for name in targets if name != "do_nothing" or workload.name in DO_NOTHING_WORKLOADS]
     runs: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(workload.repeats):
-        for name in names:
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             runs[name].append(workload.run(targets[name], settings))
-    figures = {name: statistics.median(values) for name, values in runs.items()}
-    return Result(workload.name, workload.unit, figures, workload.floor)
+    return Result(workload.name, workload.unit, runs, workload.floor)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
         assert row["example"] > 0, row
         assert row["ratio_to_example"] == row["mount"] / row["example"]
         assert ("do_nothing" in row) == (workload.name in DO_NOTHING_WORKLOADS), row
+        # Paired ratios, run by run, for every target the mount was compared with.
+        assert len(row["runs"]["mount"]) == workload.repeats, row
+        for target in ("native", "example"):
+            paired = row[f"paired_to_{target}"]
+            assert paired["low"] <= paired["median"] <= paired["high"], row
+            assert paired["confidence"] == (0.0 if workload.repeats == 1 else 1 - 2 / 2**workload.repeats), row
     (stat,) = (row for row in report["results"] if row["workload"] == "stat")
     assert stat["ratio_to_do_nothing"] == stat["mount"] / stat["do_nothing"]
     assert report["machine"]["cpus"]
