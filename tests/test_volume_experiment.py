@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -10,6 +12,7 @@ import pytest
 import yaml
 
 from interposer.csi import crd
+from interposer.csi.attributes import LIVE_CONTROL, POD_NAME, POD_NAMESPACE, POD_UID
 from interposer.csi.experiment import (
     Experiment,
     ExperimentSpec,
@@ -239,3 +242,98 @@ def test_conditions_from_every_nodes_targets() -> None:
     first = conditions(live, [applied], now, [])
     again = conditions(live, [applied], later, first)
     assert again[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]  # Invalid stayed False
+
+
+class StubCluster:
+    """What the reconciler asks of the API server, answered in process: one Pod, Events and status patches kept."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        from kubernetes.client import V1Pod
+
+        self.pod = V1Pod.from_dict(
+            {
+                "metadata": {"name": "db-0", "namespace": "team", "uid": "pod-uid", "labels": labels},
+                "spec": {"containers": [{"name": "db"}], "volumes": [{"name": "data", "csi": {"driver": "d"}}]},
+            }
+        )
+        self.events: list[tuple[str, str]] = []
+        self.statuses: dict[str, dict[str, Any]] = {}
+
+    def read_namespaced_pod(self, name: str, namespace: str) -> Any:
+        return self.pod
+
+    def create_namespaced_event(self, namespace: str, body: Any) -> None:
+        self.events.append((body.involved_object.kind, body.reason))
+
+    def patch_namespaced_custom_object_status(self, *arguments: Any, **_options: Any) -> None:
+        self.statuses[arguments[4]] = arguments[5]["status"]
+
+
+def test_reconcile_applies_composes_and_reverts_a_real_mount(mount_factory: Any, scratch: Path) -> None:
+    """The reconciler on a real mount, the API server stubbed: apply, no-op, compose, override, expire, revert."""
+    from types import SimpleNamespace
+
+    from kubernetes.client import ApiClient
+
+    from interposer.csi.live_control import LiveControl
+    from interposer.csi.state import Publication
+    from interposer.mount.control import request, socket_path_for
+
+    target = scratch / "pods" / "pod-uid" / "volumes" / "kubernetes.io~csi" / "data" / "mount"
+    target.mkdir(parents=True)
+    mount = mount_factory(mountpoint=target)
+    (target / "table").write_bytes(b"rows")
+    context = {POD_NAME: "db-0", POD_NAMESPACE: "team", POD_UID: "pod-uid", LIVE_CONTROL: "true"}
+    publication = Publication(volume_id="v", target_path=str(target), backing=str(mount.backing), fresh=False,
+                              volume_context=context, readonly=False, pid=1)  # fmt: skip
+    node = SimpleNamespace(
+        publications=[publication],
+        node_id="node-a",
+        roots=SimpleNamespace(state=scratch / "state"),
+        supervisor=SimpleNamespace(launcher=SimpleNamespace(sockets=lambda path, key: (None, socket_path_for(path)))),
+    )
+    cluster = StubCluster({"app": "db"})
+    control = LiveControl(node, ApiClient())  # type: ignore[arg-type]
+    control.core = control.custom = cluster  # type: ignore[assignment]
+
+    def body(name: str, spec: dict[str, Any], created: datetime) -> dict[str, Any]:
+        metadata = {"namespace": "team", "name": name, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1",
+                    "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+        return {"metadata": metadata, "spec": {"selector": {"matchLabels": {"app": "db"}}, **spec}}
+
+    def outcome() -> int:
+        try:
+            (target / "table").read_bytes()
+        except OSError as exc:
+            return exc.errno or -1
+        return 0
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    control.objects = {"a": body("older", {"faults": EIO_RULE, "duration": "60s"}, now)}
+    assert control.reconcile(now) <= 60
+    assert outcome() == errno.EIO
+    assert cluster.events == [("Pod", "LiveControlApplied"), ("VolumeExperiment", "LiveControlApplied")]
+    assert cluster.statuses["older"]["targets"]["db-0/data"]["phase"] == "Applied"
+    cluster.events.clear()
+    control.reconcile(now)
+    assert cluster.events == [], "the mount runs the sections already: nothing sent, nothing to tell"
+
+    newer = {"faults": {"rules": [{"action": {"errno": "EACCES"}}]}, "throttle": {"read_iops": {"rate": 1000}}}
+    control.objects["b"] = body("newer", {**newer, "duration": "30s"}, now + timedelta(seconds=1))
+    control.reconcile(now + timedelta(seconds=1))
+    assert outcome() == errno.EACCES
+    assert cluster.statuses["older"]["targets"]["db-0/data"]["overriddenBy"] == {"faults": "team/newer"}
+    running = request(socket_path_for(target), {"command": "status"})["config"]
+    assert running["throttle"]["read_iops"] == {"rate": 1000.0, "burst": None}
+
+    assert control.reconcile(now + timedelta(seconds=40)) <= 21  # newer expired: older's rules are back
+    assert outcome() == errno.EIO
+    cluster.events.clear()
+    control.reconcile(now + timedelta(seconds=61))
+    assert outcome() == 0
+    assert ("Pod", "LiveControlReverted") in cluster.events
+    assert list(control.overrides) == []
+
+    request(socket_path_for(target), {"command": "configure", "sections": {"faults": EIO_RULE}})
+    control.reconcile(now + timedelta(seconds=62))
+    assert outcome() == errno.EIO, "a change made by hand with ctl set, selected by nothing, is left alone"

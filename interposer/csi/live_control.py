@@ -291,21 +291,22 @@ class LiveControl:
         """Bring every published volume to what the resources ask; return the seconds until the next look."""
         with self.lock:
             bodies = dict(self.objects)
-        experiments = {uid: Experiment.from_object(body) for uid, body in bodies.items()}
-        mine: dict[str, dict[str, Target]] = {uid: {} for uid in experiments}
+        parsed = [(Experiment.from_object(body), body) for body in bodies.values()]
+        experiments = [experiment for experiment, _ in parsed]
+        mine: dict[str, dict[str, Target]] = {experiment.uid: {} for experiment in experiments}
         pods: dict[tuple[str, str], dict[str, Any] | None] = {}
         published = set()
         for publication in self.node.publications:
             published.add(publication.target_path)
             if publication.pid is None and publication.pod is None:
                 continue  # being published: its server is not serving yet (on_publish wakes us when it is)
-            self._reconcile_volume(publication, list(experiments.values()), mine, pods, now)
+            self._reconcile_volume(publication, experiments, mine, pods, now)
         for override in self.overrides:
             if override.target_path not in published:
                 self.overrides.delete(override.target_path)  # unpublished: its server is gone with its sections
-        for uid, experiment in experiments.items():
-            self._patch_status(experiment, bodies[uid], mine[uid], now)
-        soonest = next_expiry(experiments.values(), now)
+        for experiment, body in parsed:
+            self._patch_status(experiment, body, mine[experiment.uid], now)
+        soonest = next_expiry(experiments, now)
         if soonest is None:
             return RESYNC_SECONDS
         return min(RESYNC_SECONDS, max((soonest - now).total_seconds(), 0.0))
