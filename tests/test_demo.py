@@ -52,9 +52,12 @@ def test_the_demo_shows_the_alert_a_trace_and_a_report_with_plots(scratch: Path,
     alert = output.index("alert firing in Alertmanager")
     assert ALERT in output[alert:], output
     assert str(scratch / "demo" / "mnt") in output[alert:].splitlines()[2], "the alert is not about the demo's mount"
-    trace = re.search(r"with an injected fault \(all of it: interposer traces (\S+) --trace [0-9a-f]{32}\)", output)
+    trace = re.search(r"with an injected fault \(all of it: interposer traces (\S+) --trace ([0-9a-f]{32})\)", output)
     assert trace, output
     assert "event=fuse.fault.injected" in output[trace.end() :]
+    shown = interposer("traces", trace.group(1), "--trace", trace.group(2))
+    assert shown.returncode == 0, shown.stderr
+    assert "event=fuse.fault.injected" in shown.stdout, "the printed command does not show the trace"
     assert "{'" not in output, "a raw Python dict is printed"
 
     last = output.rstrip().splitlines()[-1]
