@@ -277,7 +277,11 @@ def test_reconcile_applies_composes_and_reverts_a_real_mount(mount_factory: Any,
 
     from interposer.csi.live_control import LiveControl
     from interposer.csi.state import Publication
+    from interposer.local.traces import load_spans
     from interposer.mount.control import request, socket_path_for
+    from interposer.names import ATTR_RECONFIGURE_SECTIONS, ATTR_RECONFIGURE_SOURCE, SPAN_RECONFIGURE
+
+    from .conftest import wait_for
 
     target = scratch / "pods" / "pod-uid" / "volumes" / "kubernetes.io~csi" / "data" / "mount"
     target.mkdir(parents=True)
@@ -314,6 +318,15 @@ def test_reconcile_applies_composes_and_reverts_a_real_mount(mount_factory: Any,
     assert outcome() == errno.EIO
     assert cluster.events == [("Pod", "LiveControlApplied"), ("VolumeExperiment", "LiveControlApplied")]
     assert cluster.statuses["older"]["targets"]["db-0/data"]["phase"] == "Applied"
+    span_file = Path(request(socket_path_for(target), {"command": "status"})["tracing"]["destination"])
+
+    def reconfigured() -> list[Any]:
+        spans = load_spans(span_file) if span_file.exists() else []
+        return [span.attributes for span in spans if span.name == SPAN_RECONFIGURE]
+
+    wait_for(lambda: bool(reconfigured()), what="the reconfiguration's span in the volume's traces")
+    assert reconfigured()[0][ATTR_RECONFIGURE_SOURCE] == "VolumeExperiment team/older generation 1"
+    assert list(reconfigured()[0][ATTR_RECONFIGURE_SECTIONS]) == ["crash", "faults", "throttle"]
     cluster.events.clear()
     control.reconcile(now)
     assert cluster.events == [], "the mount runs the sections already: nothing sent, nothing to tell"

@@ -7,9 +7,11 @@ import importlib
 import itertools
 import logging
 import os
+import random
 import resource
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,17 @@ from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.announcements import TraceContextXattr
 from ..layers.tracing.layer import TracingLayer
 from ..layers.tracing.propagation import CallerContexts
+from ..layers.tracing.records import session_record
 from ..layers.tracing.setup import TracingSetup, build_tracing, exporter_kind
 from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
-from ..names import PROFILE_VARIABLE, SIGNAL_METRICS, SIGNAL_TRACES
+from ..names import (
+    ATTR_RECONFIGURE_SECTIONS,
+    ATTR_RECONFIGURE_SOURCE,
+    PROFILE_VARIABLE,
+    SIGNAL_METRICS,
+    SIGNAL_TRACES,
+    SPAN_RECONFIGURE,
+)
 from ..telemetry import TelemetryHealth, build_resource
 from . import kept_spans
 from .control import INTERPOSER_FSTYPE, ControlServer, socket_path_for
@@ -205,10 +215,22 @@ class Mount:
         sections = request.get("sections")
         if not isinstance(sections, dict):
             raise ConfigError("configure needs 'sections': a mapping of faults, throttle and/or crash settings")
+        started = time.time_ns()
         config = self.layers.replace_sections(sections)
         source = request.get("source")  # who asked, when not a person at 'ctl set': a VolumeExperiment
-        log.info("reconfigured %s%s", ", ".join(sorted(sections)), f" ({source})" if isinstance(source, str) else "")
+        source = source if isinstance(source, str) else "ctl set"
+        log.info("reconfigured %s (%s)", ", ".join(sorted(sections)), source)
+        self._trace_reconfiguration(sorted(sections), source, started)
         return {"config": config.model_dump(mode="json")}
+
+    def _trace_reconfiguration(self, sections: list[str], source: str, started: int) -> None:
+        """A span of its own in the volume's traces, whatever the sampling: which sections changed, and who asked,
+        so the requests that a new fault rule failed can be told from those before it."""
+        if self.tracing is None:
+            return
+        ids = (random.getrandbits(128) | 1, random.getrandbits(64) | 1)  # W3C ids are never zero
+        attributes = {ATTR_RECONFIGURE_SECTIONS: sections, ATTR_RECONFIGURE_SOURCE: source}
+        self.tracing.sink.add(session_record(SPAN_RECONFIGURE, ids, None, (started, time.time_ns()), attributes, 0, 0))
 
     async def _crash(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {"undone": await self.layers.crash()}
