@@ -20,6 +20,7 @@ import yaml
 from interposer.csi.launcher import ServerSpec
 from interposer.csi.pods import PodSettings, server_pod
 from interposer.names import prometheus_label
+from tools import gobuild
 from tools.upstream_facts import key_upstream, strict_schema, values_digest
 
 from .conftest import require_command
@@ -251,8 +252,52 @@ def test_jaeger_v2_is_configured_explicitly(environment: Environment, facts: dic
     else:
         assert backend[0] == "memory"
     images = [image for image in environment.facts["images"] if image.startswith("jaegertracing/jaeger:")]
-    assert images == [f"jaegertracing/jaeger:{facts['charts']['jaeger']['app_version']}"]
+    assert images == [facts["programs"]["jaeger"]["image"]]
     assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", images[0]), f"{images[0]}: not a GA Jaeger v2 release"
+
+
+def image_tag(module: str, version: str) -> str:
+    """The release tag of a program's image that a module version of it is, by each project's own numbering."""
+    major, minor, patch = (int(part) for part in version.removeprefix("v").split("."))
+    if module == "github.com/prometheus/prometheus":
+        return f"v{minor // 100}.{minor % 100}.{patch}"  # module v0.314.0 is Prometheus v3.14.0
+    if module == "github.com/jaegertracing/jaeger":
+        return f"2.{minor - 63}.{patch}"  # each release is tagged v1.(63+n) and v2.n on one commit (v1.63.0/v2.0.0)
+    if module == "go.opentelemetry.io/collector/cmd/builder":
+        return f"{major}.{minor}.{patch}"  # the builder of the collector release the image is
+    return version
+
+
+def test_each_program_built_here_is_the_image_the_charts_run(facts: dict[str, Any]) -> None:
+    """The version you test is the version you deploy: every program tools/gobuild.toml builds for the stack is,
+    by its module version, the image tag the charts render in every environment, and the facts record both."""
+    programs = {name: program for name, program in gobuild.load().items() if program.image}
+    assert set(programs) == {"otelcol", "jaeger", "prometheus", "alertmanager"}
+    assert facts["programs"] == {
+        name: {"module": program.module, "version": program.version, "image": program.image}
+        for name, program in programs.items()
+    }, "regenerate the facts (python -m tools.upstream_facts)"
+    for name, program in programs.items():
+        tag = program.image.rpartition(":")[2]
+        assert tag.split("-")[0] == image_tag(program.module, program.version), f"{name}: {program.image}"
+        for environment, rendered in facts["environments"].items():
+            assert program.image in rendered["images"], f"{environment} does not run {program.image}"
+
+
+def test_the_collector_manifest_is_one_release_of_the_image(facts: dict[str, Any]) -> None:
+    """The collector built here is made of components of the one release its image is."""
+    program = gobuild.load()["otelcol"]
+    manifest = yaml.safe_load((gobuild.FILES / program.manifest).read_text())
+    release = program.version.removeprefix("v")
+    assert manifest["dist"]["version"] == release
+    versions = {
+        item["gomod"].split()[0]: item["gomod"].split()[1]
+        for section in ("receivers", "processors", "connectors", "exporters", "extensions", "providers")
+        for item in manifest.get(section, [])
+    }
+    for module, version in versions.items():
+        # Stable modules are numbered v1.x: v1.71.0 (core) and v1.4.0 (k8sattributesprocessor) go with v0.165.0.
+        assert version == program.version or version.startswith("v1."), f"{module} {version}"
 
 
 def test_collector_uses_no_deprecated_component_name(facts: dict[str, Any]) -> None:

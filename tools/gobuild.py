@@ -25,6 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = Path(__file__).with_suffix(".toml")
 FILES = Path(__file__).with_name("gobuild_files")
@@ -54,6 +56,9 @@ class Program:
     files: dict[str, str] = field(default_factory=dict)
     module_files: dict[str, str] = field(default_factory=dict)
     skip: str = ""
+    image: str = ""
+    overlay: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
 
     @property
     def path(self) -> Path:
@@ -67,7 +72,7 @@ class Program:
 
 
 KEYS = {"module", "version", "package", "output", "dest", "ldflags", "commit", "replace", "require", "tags", "env"}
-KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files"}
+KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files", "image", "overlay", "manifest"}
 
 
 def load(table: Path = TABLE) -> dict[str, Program]:
@@ -102,6 +107,9 @@ def load(table: Path = TABLE) -> dict[str, Program]:
             files=dict(entry.get("files", {})),
             module_files=dict(entry.get("module_files", {})),
             skip=entry.get("skip", ""),
+            image=entry.get("image", ""),
+            overlay=dict(entry.get("overlay", {})),
+            manifest=entry.get("manifest", ""),
         )
     return programs
 
@@ -134,7 +142,9 @@ class BuildError(Exception):
 
 def stamp_of(program: Program, go: str) -> str:
     files = {target: (FILES / source).read_text() for target, source in sorted(program.files.items())}
-    record = {**program.__dict__, "go": go, "files": files}
+    given = {path: (FILES / source).read_text() for path, source in sorted(program.overlay.items())}
+    manifest = (FILES / program.manifest).read_text() if program.manifest else ""
+    record = {**program.__dict__, "go": go, "files": files, "overlay": given, "manifest": manifest}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -188,6 +198,53 @@ def local_replaces(program: Program, work: Path) -> dict[str, str]:
     }
 
 
+def write_overlay(program: Program, work: Path) -> Path:
+    """go build's -overlay file: the table's files in place of paths the module's tree lacks.
+
+    A module is its repository's Go source: files a project's own build makes first (Alertmanager's web UI,
+    embedded from ui/app/dist, is made by npm) are not in it, and without them the program does not compile.
+    """
+    tree = Path(module_download(program, work)["Dir"])
+    replace = {str(tree / path): str(FILES / source) for path, source in sorted(program.overlay.items())}
+    overlay = work / "overlay.json"
+    overlay.write_text(json.dumps({"Replace": replace}))
+    return overlay
+
+
+def build_distribution(program: Program, work: Path, built: Path) -> None:
+    """A collector distribution: the OpenTelemetry Collector Builder (the table's module, at its version) writes the
+    sources of exactly the manifest's components, which are then built as the builder builds them (-trimpath,
+    -ldflags=-s -w).
+
+    The module the builder would write is written here instead, so that it can be tidied with -e: components'
+    tests import modules the proxy here does not serve (k8sattributesprocessor's pkg/xk8stest), which a build of
+    the program never needs, and the builder's own `go mod tidy` stops at them.
+    """
+    builder = work / "ocb"
+    run_go(["build", "-trimpath", "-o", str(builder), program.package], program, work)
+    manifest = yaml.safe_load((FILES / program.manifest).read_text())
+    distribution = work / "distribution"
+    manifest["dist"].update(output_path=str(distribution), go=go_command())
+    (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    result = subprocess.run(
+        [str(builder), "--config", str(work / "manifest.yaml"), "--skip-get-modules", "--skip-compilation"],
+        cwd=work,
+        env=go_environment(program),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"ocb --config {program.manifest}:\n{result.stdout}{result.stderr}".rstrip())
+    sections = ("providers", "converters", "connectors", "extensions", "receivers", "exporters", "processors")
+    requires = [item["gomod"] for section in sections for item in manifest.get(section) or []]
+    requires.append(f"go.opentelemetry.io/collector/otelcol {program.version}")
+    lines = "".join(f"\t{line}\n" for line in requires)
+    (distribution / "go.mod").write_text(f"module {manifest['dist']['module']}\n\ngo 1.25\n\nrequire (\n{lines})\n")
+    run_go(["mod", "tidy", "-e"], program, distribution)
+    run_go(["build", "-trimpath", "-ldflags=-s -w", "-o", str(built), "."], program, distribution)
+
+
 def build_one(program: Program) -> str:
     """Build one program unless its stamp says it is already built; return its line."""
     label = f"{program.name:<16} {program.module}@{program.version}"
@@ -218,10 +275,15 @@ def build_one(program: Program) -> str:
         run_go(["get", "-tool", f"{program.package}@{program.version}", *pins], program, work)
         program.path.parent.mkdir(parents=True, exist_ok=True)
         built = program.path.with_name(program.path.name + ".new")
-        command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
-        if program.tags:
-            command += ["-tags", ",".join(program.tags)]
-        run_go([*command, program.package], program, work)
+        if program.manifest:
+            build_distribution(program, work, built)
+        else:
+            command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
+            if program.overlay:
+                command += ["-overlay", str(write_overlay(program, work))]
+            if program.tags:
+                command += ["-tags", ",".join(program.tags)]
+            run_go([*command, program.package], program, work)
         built.replace(program.path)
         for target, source in program.files.items():
             (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)

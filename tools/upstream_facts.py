@@ -7,7 +7,11 @@ object, and writes helmfile.d/reference/upstream-facts.yaml: chart versions, ima
 labels, ports), ServiceMonitors and PodMonitors, Prometheus' selectors, Grafana's dashboard
 sidecar, which of this project's values keys exist upstream, a digest of this project's values per
 release, and the CRD schemas of the monitoring.coreos.com kinds the project renders.  tests/
-test_stack_facts.py checks the project against that file.
+test_stack_facts.py checks the project against that file.  Beside it, under helmfile.d/reference/rendered/
+<environment>/, it writes what each program of the stack reads as the charts render it (the collector's and
+Jaeger's configurations, the interposer's alert and recording rules): the programs built here
+(tools/gobuild.toml) validate and run exactly these, in the tests and in `interposer stack up`.  The facts
+also record, for each such program, the module version built here beside the image tag it stands for.
 
     python -m tools.upstream_facts --charts DIR      # DIR/<chart name> = `helm pull --untar` of each pin
     python -m tools.upstream_facts --pull            # helm pull the pins first (needs the repositories)
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from tools import gobuild
 
 ROOT = Path(__file__).resolve().parent.parent
 HELMFILE = ROOT / "helmfile.d"
@@ -46,6 +53,27 @@ FREE_FORM = {"opentelemetry-collector": ("config", "ports")}
 collector's configuration (checked against the collector's component names separately) and the named
 port map (every entry has the fields of the chart's own entries)."""
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+OPERATED_KINDS = ("Prometheus", "Alertmanager")
+"""The operator's kinds that run an image of their own (spec.image)."""
+RENDERED = HELMFILE / "reference" / "rendered"
+CONFIGURATIONS = {
+    "otelcol.yaml": ("opentelemetry-collector", "opentelemetry-collector", "relay"),
+    "jaeger.yaml": ("jaeger", "user-config", "user-config.yaml"),
+    "jaeger-ui.json": ("jaeger", "ui-config", "ui-config.json"),
+}
+"""Generated file -> (release, ConfigMap, key): the configuration files the charts mount into the programs
+(the collector's --config=/conf/relay.yaml, Jaeger's --config /etc/jaeger/user-config.yaml and its UI file)."""
+RULES_RELEASE = "interposer"
+"""The release whose PrometheusRules are this project's alerts and recording rules; kube-prometheus-stack's own
+rules are about cluster components a single machine does not have."""
+PROMETHEUS_RELEASE = "kube-prometheus-stack"
+"""Its own monitors scrape cluster components; the others' (the collector's, the interposer's) become scrape.yaml."""
+MONITOR_FIELDS = {
+    "ServiceMonitor": ({"selector", "endpoints"}, "endpoints", "endpoints", "service"),
+    "PodMonitor": ({"selector", "podMetricsEndpoints"}, "podMetricsEndpoints", "pod", "pod"),
+}
+"""kind -> (spec fields translated, the endpoints' field, the service discovery role, the meta label prefix)."""
+ENDPOINT_FIELDS = {"port", "interval", "path", "relabelings", "metricRelabelings"}
 
 
 def run(*command: str, env: dict[str, str] | None = None) -> str:
@@ -241,11 +269,134 @@ def environment_facts(manifests: list[dict[str, Any]], upstream: set[str]) -> di
                 "selector": manifest["spec"]["selector"].get("matchLabels", {}),
                 "ports": [endpoint["port"] for endpoint in endpoints if "port" in endpoint],
             }
-        elif kind == "Prometheus":
+        elif kind in OPERATED_KINDS:
             spec = manifest["spec"]
-            facts["prometheus"] = {key: spec[key] for key in sorted(spec) if key.endswith("Selector")}
+            facts["images"].append(spec["image"])
+            if kind == "Prometheus":
+                facts["prometheus"] = {key: spec[key] for key in sorted(spec) if key.endswith("Selector")}
     facts["images"] = sorted(set(facts["images"]))
     return facts
+
+
+def program_configurations(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """Generated file name -> text: each program's configuration as one environment's charts render it."""
+    files = {}
+    for file_name, (release, name, key) in CONFIGURATIONS.items():
+        found = [
+            manifest["data"][key]
+            for manifest in manifests
+            if manifest["kind"] == "ConfigMap"
+            and manifest["metadata"]["name"] == name
+            and release_of(manifest) == release
+        ]
+        if len(found) != 1:
+            raise SystemExit(f"{len(found)} ConfigMaps {name} with {key} in release {release}")
+        files[file_name] = found[0] if found[0].endswith("\n") else found[0] + "\n"
+    groups = [
+        group
+        for manifest in manifests
+        if manifest["kind"] == "PrometheusRule" and release_of(manifest) == RULES_RELEASE
+        for group in manifest["spec"]["groups"]
+    ]
+    files["rules.yaml"] = yaml.safe_dump({"groups": groups}, sort_keys=False, width=120)
+    files["scrape.yaml"] = yaml.safe_dump({"scrape_configs": scrape_jobs(manifests)}, sort_keys=False, width=120)
+    return files
+
+
+def _relabel(rule: dict[str, Any]) -> dict[str, Any]:
+    """A monitoring.coreos.com RelabelConfig as Prometheus spells it."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    converted = {names.get(key, key): value for key, value in rule.items()}
+    if "action" in converted:
+        converted["action"] = converted["action"].lower()
+    return converted
+
+
+def _sanitized(label: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def scrape_jobs(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scrape jobs prometheus-operator makes of the ServiceMonitors and PodMonitors that are not kube-prometheus-
+    stack's own, as its configuration generator writes them (job name, service discovery, selection by labels
+    and port, the target labels namespace, service, pod, container, job and endpoint, then the monitor's own
+    relabelings).  A monitor field this does not translate is an error, not left out."""
+    jobs = []
+    for manifest in manifests:
+        if manifest["kind"] not in MONITOR_FIELDS or release_of(manifest) == PROMETHEUS_RELEASE:
+            continue
+        fields, endpoints_field, role, meta = MONITOR_FIELDS[manifest["kind"]]
+        spec, namespace, name = manifest["spec"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        if set(spec) - fields or set(spec["selector"]) - {"matchLabels"}:
+            raise SystemExit(f"{manifest['kind']}/{name}: fields not translated: {sorted(set(spec) - fields)}")
+        for index, endpoint in enumerate(spec[endpoints_field]):
+            if set(endpoint) - ENDPOINT_FIELDS:
+                raise SystemExit(f"{manifest['kind']}/{name}: endpoint fields not translated: {sorted(endpoint)}")
+            port = endpoint["port"]
+            relabel: list[dict[str, Any]] = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
+            if role == "pod":
+                relabel.append(
+                    {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"}
+                )
+            for key, value in sorted(spec["selector"].get("matchLabels", {}).items()):
+                label = _sanitized(key)
+                present = [f"__meta_kubernetes_{meta}_label_{label}", f"__meta_kubernetes_{meta}_labelpresent_{label}"]
+                relabel.append({"action": "keep", "source_labels": present, "regex": f"({value});true"})
+            if role == "pod":
+                relabel += [
+                    {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port},
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"target_label": "job", "replacement": f"{namespace}/{name}"},
+                ]
+            else:
+                target = [
+                    "__meta_kubernetes_endpoint_address_target_kind",
+                    "__meta_kubernetes_endpoint_address_target_name",
+                ]
+                relabel.append(
+                    {"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": port}
+                )
+                relabel += [
+                    {"source_labels": target, "separator": ";", "regex": f"{kind};(.*)", "target_label": label}
+                    for kind, label in (("Node", "node"), ("Pod", "pod"))
+                ]
+                relabel += [
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                    {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"},
+                    {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job", "replacement": "${1}"},
+                ]  # fmt: skip
+            relabel.append({"target_label": "endpoint", "replacement": port})
+            relabel += [_relabel(rule) for rule in endpoint.get("relabelings", [])]
+            job: dict[str, Any] = {
+                "job_name": f"{manifest['kind'][0].lower()}{manifest['kind'][1:]}/{namespace}/{name}/{index}",
+                "honor_labels": False,
+                "kubernetes_sd_configs": [{"role": role, "namespaces": {"names": [namespace]}}],
+                "metrics_path": endpoint.get("path", "/metrics"),
+                "relabel_configs": relabel,
+            }
+            if "interval" in endpoint:
+                job["scrape_interval"] = endpoint["interval"]
+            if endpoint.get("metricRelabelings"):
+                job["metric_relabel_configs"] = [_relabel(rule) for rule in endpoint["metricRelabelings"]]
+            jobs.append(job)
+    return jobs
+
+
+def program_facts(images: list[str]) -> dict[str, dict[str, str]]:
+    """Each program tools/gobuild.toml builds for an image of the stack: its module version and that image."""
+    programs = {}
+    for name, program in gobuild.load().items():
+        if not program.image:
+            continue
+        if program.image not in images:
+            raise SystemExit(f"tools/gobuild.toml [{name}] stands for {program.image}, which no chart renders")
+        programs[name] = {"module": program.module, "version": program.version, "image": program.image}
+    return programs
 
 
 def grafana_sidecar(containers: list[dict[str, Any]]) -> dict[str, str]:
@@ -283,7 +434,8 @@ def pull(releases: dict[str, dict[str, Any]], directory: Path) -> None:
         run("helm", "pull", release["chart"], "--version", str(release["version"]), "--untar", "-d", str(directory))
 
 
-def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
+def collect(charts: Path, collector_metadata: Path | None) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """The facts, and each environment's generated program configurations (file name -> text)."""
     releases = pinned_releases()
     facts: dict[str, Any] = {"charts": {}, "environments": {}}
     values_by_environment = {environment: release_values(environment) for environment in ENVIRONMENTS}
@@ -313,6 +465,7 @@ def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
         if chart_name == "opentelemetry-collector":
             facts["collector_component_renames"] = collector_renames(chart_dir, collector_metadata)
     schemas: dict[str, dict[str, Any]] = {}
+    rendered: dict[str, dict[str, str]] = {}
     for environment in ENVIRONMENTS:
         helmfile(environment, "lint", "--skip-deps", charts=charts)
         output = helmfile(environment, "template", "--skip-deps", "--include-crds", charts=charts)
@@ -325,16 +478,22 @@ def collect(charts: Path, collector_metadata: Path | None) -> dict[str, Any]:
             name: values_digest(values_by_environment[environment].get(name, {})) for name in sorted(releases)
         }
         facts["environments"][environment] = environment_fact
+        rendered[environment] = program_configurations(manifests)
+    facts["programs"] = program_facts(sorted({i for e in facts["environments"].values() for i in e["images"]}))
     facts["crd_schemas"] = {
         key: schema for key, schema in sorted(schemas.items()) if key.rsplit("/", 1)[1] in MONITORING_KINDS
     }
-    return facts
+    return facts, rendered
 
 
 HEADER = """\
 # Generated by `python -m tools.upstream_facts` from the upstream charts at the versions helmfile.d pins,
 # rendered with this project's values in every environment.  Do not edit: regenerate (see the script and
 # docs/kubernetes.md).  tests/test_stack_facts.py checks the project against it.
+"""
+RENDERED_HEADER = """\
+# Generated by `python -m tools.upstream_facts`: this program's configuration as helmfile.d renders it in this
+# environment.  Do not edit: change the values and regenerate.
 """
 
 
@@ -355,9 +514,17 @@ def main() -> None:
         if arguments.pull:
             charts = Path(pulled)
             pull(pinned_releases(), charts)
-        facts = collect(charts.resolve(), arguments.collector_metadata)
+        facts, rendered = collect(charts.resolve(), arguments.collector_metadata)
     arguments.output.write_text(HEADER + yaml.safe_dump(facts, sort_keys=False, width=120))
     print(f"wrote {arguments.output}")
+    shutil.rmtree(RENDERED, ignore_errors=True)
+    for environment, files in rendered.items():
+        directory = RENDERED / environment
+        directory.mkdir(parents=True)
+        for file_name, text in files.items():
+            comment = "" if file_name.endswith(".json") else RENDERED_HEADER
+            (directory / file_name).write_text(comment + text)
+    print(f"wrote {RENDERED}")
 
 
 if __name__ == "__main__":
