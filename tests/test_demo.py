@@ -4,9 +4,10 @@ faults, the alert they fire, a trace, and an HTML report with the plots inline; 
 from __future__ import annotations
 
 import re
-import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -89,15 +90,28 @@ def test_the_demo_shows_the_alert_a_trace_and_a_report_with_plots(scratch: Path,
     ), "the slowed fsyncs are not marked as injected"
 
 
+class _Impostor(BaseHTTPRequestHandler):
+    """Another program on the stack's port that answers 200 to everything, as another stack's Prometheus would."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
 def test_without_the_stack_the_demo_says_why_and_still_reports_its_spans(
     scratch: Path, stack_options: list[str]
 ) -> None:
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", int(stack_options[stack_options.index("--prometheus-port") + 1])))
-    taken.listen()
-    with taken:
-        output, _ = _demo(scratch, stack_options)
-    assert "the local stack did not start" in output, output
+    port = int(stack_options[stack_options.index("--prometheus-port") + 1])
+    with ThreadingHTTPServer(("127.0.0.1", port), _Impostor) as impostor:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+        try:
+            output, _ = _demo(scratch, stack_options)
+        finally:
+            impostor.shutdown()
+    assert "the local stack did not start: something else already answers at" in output, output
     assert "what to do:" in output
     assert "workload (through the mount):" in output
     assert "a trace with an injected fault" in output

@@ -63,6 +63,11 @@ class Service:
     command: list[str]
     port: int
 
+    @property
+    def ready(self) -> str:
+        """The URL that answers 200 once the server is ready (both servers have it)."""
+        return f"http://127.0.0.1:{self.port}/-/ready"
+
 
 class LocalStack:
     """Prometheus and Alertmanager under one state directory."""
@@ -151,6 +156,11 @@ class LocalStack:
             if pid is not None:
                 os.kill(pid, signal.SIGHUP)  # reload the configuration
                 continue
+            if _answers(service.ready):  # another program would pass for this one's readiness, and serve instead
+                raise StackError(
+                    f"something else already answers at {service.ready}, where {service.name} would listen "
+                    "(another stack, with another --dir?): stop it, or give this stack other ports"
+                )
             with (self.directory / f"{service.name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     service.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
@@ -192,19 +202,24 @@ class LocalStack:
 
     def _wait_ready(self, service: Service, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 60
-        url = f"http://127.0.0.1:{service.port}/-/ready"  # both servers answer 200 there once ready
+        url = service.ready
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log = (self.directory / f"{service.name}.log").read_text()[-2000:]
                 raise StackError(f"{service.name} exited with {process.returncode}:\n{log}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if _answers(url):
+                return
             time.sleep(0.1)
         raise StackError(f"{service.name} is not ready at {url} after 60 s")
+
+
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200: a server of the stack is ready there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _alive(pid: int) -> bool:
