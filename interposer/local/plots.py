@@ -82,9 +82,12 @@ def human_duration(seconds: float) -> str:
     whole = round(seconds)
     if whole < 60:
         return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60} s"
-    return f"{whole // 3600} h {whole % 3600 // 60} min"
+    big, small = (
+        (f"{whole // 60} min", f"{whole % 60} s")
+        if whole < 3600
+        else (f"{whole // 3600} h", f"{whole % 3600 // 60} min")
+    )
+    return big if small.startswith("0 ") else f"{big} {small}"
 
 
 def duration_unit(largest: float) -> tuple[float, str]:

@@ -482,6 +482,11 @@ def build(
         window = fit(prometheus, _selector(mount), now, since, rate_window, lookback)
         prometheus.start, prometheus.end, prometheus.step = window.start, window.end, window.step
         report = Report(now, described, prometheus.url, span_file, window)
+        if window.first is None:
+            report.notice = (
+                f"Prometheus has no requests of {described} in the last {plots.human_duration(since or lookback)}: "
+                "is the mount running, and 'interposer stack up' scraping it?"
+            )
         totals = _totals(prometheus, mount)
         report.headline = _headline(totals, window)
         report.housekeeping = _housekeeping_line(totals)
