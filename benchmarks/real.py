@@ -68,6 +68,8 @@ MOUNT_CONFIGS = {
 }
 """The interposer's subjects: no telemetry, no telemetry and no xattrs, the defaults (the span file kept in scratch)."""
 SUBJECTS = (NATIVE, EXAMPLE, *MOUNT_CONFIGS)
+SERVERS = SUBJECTS[1:]
+"""The subjects served by a process of their own, whose CPU time is measured."""
 LABELS = {
     NATIVE: "native",
     EXAMPLE: "pyfuse3 example",
@@ -434,38 +436,60 @@ def markdown(report: dict[str, Any]) -> str:
         described = " | ".join(interval.describe() for interval in intervals)
         ratios.append(f"| {LABELS[subject]} / {LABELS[reference]} | {described} |")
     note = f"Ratios of times (below 1: faster), median of the rounds' ratios [{confidence:.1%} confidence interval]."
-    return "\n".join([*times, "", note, "", *ratios]) + "\n"
+    cpu = [
+        "| server CPU per run | " + " | ".join(LABELS[s] for s in SERVERS) + " | default: requests | µs per request |",
+        "|---" * (len(SERVERS) + 3) + "|",
+    ]
+    for row in results:
+        figures = [row["subjects"][subject]["server_cpu_seconds"] for subject in SERVERS]
+        cells = [f"{statistics.median(f):.2f} s ({min(f):.2f}-{max(f):.2f})" for f in figures]
+        requests = sum(row["subjects"][DEFAULT]["requests_per_run"].values())
+        per_request = statistics.median(row["subjects"][DEFAULT]["server_cpu_seconds"]) / requests * 1e6
+        cpu.append(f"| {row['workload']} | " + " | ".join(cells) + f" | {requests:,.0f} | {per_request:.0f} |")
+    return "\n".join([*times, "", note, "", *ratios, "", *cpu]) + "\n"
+
+
+def _bars(axis: Any, row: dict[str, Any], figure: str, subjects: tuple[str, ...], reference: str) -> float:
+    """One panel: each subject's median of ``figure`` (a list per round in the report), whiskers from min to max,
+    labelled with its paired ratio to ``reference``; returns the top whisker's height."""
+    values = {subject: row["subjects"][subject][figure] for subject in subjects}
+    positions = [SUBJECTS.index(subject) for subject in subjects]
+    medians = [statistics.median(values[subject]) for subject in subjects]
+    low = [median - min(values[subject]) for median, subject in zip(medians, subjects, strict=True)]
+    high = [max(values[subject]) - median for median, subject in zip(medians, subjects, strict=True)]
+    axis.bar(positions, medians, yerr=[low, high], capsize=3, color=[COLOURS[subject] for subject in subjects])
+    for position, subject, median, above in zip(positions, subjects, medians, high, strict=True):
+        if subject != reference:
+            paired = Interval.of(paired_ratios(values[subject], values[reference])).median
+            label = f"{paired:.{2 if paired < 10 else 1}f}\N{MULTIPLICATION SIGN}"
+            axis.annotate(label, (position, median + above), ha="center", va="bottom", fontsize=7)
+    axis.set_xticks(positions, [LABELS[subject] for subject in subjects], rotation=40, ha="right", fontsize=8)
+    axis.set_xlim(-0.6, len(SUBJECTS) - 0.4)  # every panel's subjects in the same places
+    return float(max(median + above for median, above in zip(medians, high, strict=True)))
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Time per workload against configuration: one panel per workload, median bars, whiskers from min to max."""
+    """Time per workload against configuration, and the servers' CPU time: one column per workload."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = report["results"]
-    figure, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 4.2), squeeze=False)
-    for axis, row in zip(axes[0], results, strict=True):
-        medians = [row["subjects"][s]["median"] for s in SUBJECTS]
-        low = [m - row["subjects"][s]["min"] for m, s in zip(medians, SUBJECTS, strict=True)]
-        high = [row["subjects"][s]["max"] - m for m, s in zip(medians, SUBJECTS, strict=True)]
-        positions = range(len(SUBJECTS))
-        axis.bar(positions, medians, yerr=[low, high], capsize=3, color=[COLOURS[s] for s in SUBJECTS])
-        for position, subject, top in zip(positions, SUBJECTS, high, strict=True):
-            if subject != NATIVE:  # the paired ratio to native over the whisker
-                to_native = ratio(_seconds(row), subject, NATIVE).median
-                label = f"{to_native:.1f}\N{MULTIPLICATION SIGN}"
-                axis.annotate(label, (position, medians[position] + top), ha="center", va="bottom", fontsize=7)
-        axis.set_title(row["workload"])
-        axis.set_xticks(list(positions), [LABELS[s] for s in SUBJECTS], rotation=40, ha="right", fontsize=8)
-        axis.set_ylabel("seconds" if axis is axes[0][0] else "")
-        axis.set_ylim(0, max(m + h for m, h in zip(medians, high, strict=True)) * 1.1)  # room for the labels
+    figure, axes = plt.subplots(2, len(results), figsize=(3.2 * len(results), 7.6), squeeze=False)
+    for column, row in enumerate(results):
+        wall, cpu = axes[0][column], axes[1][column]
+        wall.set_ylim(0, _bars(wall, row, "seconds", SUBJECTS, NATIVE) * 1.12)  # room for the labels
+        cpu.set_ylim(0, _bars(cpu, row, "server_cpu_seconds", SERVERS, EXAMPLE) * 1.12)
+        wall.set_title(row["workload"])
+        if column == 0:
+            wall.set_ylabel("wall time, s (labels: \N{MULTIPLICATION SIGN} native)")
+            cpu.set_ylabel("server CPU, s (labels: \N{MULTIPLICATION SIGN} example)")
     rounds, load_seen = report["settings"]["rounds"], report["load"]
     figure.suptitle(
-        f"Real workloads: median wall time of {rounds} interleaved rounds (whiskers: min to max; labels: time over "
-        f"native's, paired by round); load average {load_seen['before']['1m']:.1f} before, "
-        f"{load_seen['after']['1m']:.1f} after, on {report['machine']['cpus']} cores shared with other work",
+        f"Real workloads: medians of {rounds} interleaved rounds, whiskers min to max, labels paired by round; "
+        f"load average {load_seen['before']['1m']:.1f} before, {load_seen['after']['1m']:.1f} after, "
+        f"on {report['machine']['cpus']} cores shared with other work",
         fontsize=9,
     )
     figure.tight_layout()

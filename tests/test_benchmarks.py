@@ -109,7 +109,8 @@ def test_quick_real_workloads_run_on_every_subject(scratch: Path) -> None:
     counted, so a workload that broke (or a mount that served it wrong) shows here, not only as a time."""
     require_fuse()
     output = scratch / "real.json"
-    run_benchmark("benchmarks.real", "--quick", "--output", str(output))
+    run_benchmark("benchmarks.real", "--quick", "--output", str(output), "--plot", str(scratch / "real.png"))
+    assert (scratch / "real.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads(output.read_text())
     settings = RealSettings.quick()
     tree = [path for path in settings.source.rglob("*") if path.is_file() and "__pycache__" not in path.parts]
