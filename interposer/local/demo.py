@@ -296,9 +296,9 @@ def run_demo(workdir: Path, stack: LocalStack) -> int:
         if stack_problem:
             click.echo(f"\nthe local stack did not start: {stack_problem}")
             click.echo(
-                "what to do: install Debian's prometheus and prometheus-alertmanager (./tasks.sh demo does), "
-                f"or free ports {stack.prometheus_port} and {stack.alertmanager_port}, then run the demo again; "
-                "it goes on without charts or alerts"
+                "what to do: fix that (./tasks.sh demo installs what the stack runs; --dir and the --*-port "
+                "options give the demo a stack of its own), then run the demo again; it goes on without charts "
+                "or alerts"
             )
             report = run_workload(mountpoint)
         else:
