@@ -60,6 +60,7 @@ def test_the_demo_shows_the_alert_a_trace_and_a_report_with_plots(scratch: Path,
     assert shown.returncode == 0, shown.stderr
     assert "event=fuse.fault.injected" in shown.stdout, "the printed command does not show the trace"
     assert "{'" not in output, "a raw Python dict is printed"
+    assert f"stop them with: interposer stack --dir {scratch / 'stack'} down" in output
 
     last = output.rstrip().splitlines()[-1]
     found = REPORT_LINE.match(last)

@@ -344,7 +344,8 @@ def run_demo(workdir: Path, stack: LocalStack) -> int:
     output = _write_report(workdir, None if stack_problem else stack, span_file, started - 5, notice)
     if not stack_problem:
         click.echo(
-            "\nPrometheus and Alertmanager keep running for a look around; stop them with: interposer stack down"
+            f"\nPrometheus ({stack.prometheus_url}) and Alertmanager ({stack.alertmanager_url}) keep running for a "
+            f"look around; stop them with: interposer stack --dir {stack.directory} down"
         )
     healthy = (
         not stack_problem
