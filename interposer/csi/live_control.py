@@ -248,6 +248,8 @@ class LiveControl:
                     timeout_seconds=WATCH_SECONDS,
                 )
                 for event in stream:
+                    if event is None:
+                        continue  # a blank line of the stream (the client yields it as None)
                     body = event["raw_object"]
                     version = body["metadata"]["resourceVersion"]
                     if event["type"] == "BOOKMARK":
