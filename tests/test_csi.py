@@ -377,9 +377,13 @@ def test_every_allowed_field_is_a_field_of_the_config_model() -> None:
             assert issubclass(annotation, BaseModel), dotted
             model = annotation
         assert name in model.model_fields, dotted
-    allowed = parse({"cache.direct_io": "true", "throttle.read_iops.rate": "5", "faults.enabled": "false"}, "x")
+    allowed = parse(
+        {"cache.direct_io": "true", "fuse.xattrs": "false", "throttle.read_iops.rate": "5", "faults.enabled": "false"},
+        "x",
+    )
     assert allowed.config == {
         "cache": {"direct_io": True},
+        "fuse": {"xattrs": False},
         "throttle": {"read_iops": {"rate": 5}},
         "faults": {"enabled": False},
     }

@@ -40,6 +40,7 @@ LIVE_CONTROL = "liveControl"
 
 VOLUME_FIELDS = (
     "cache",
+    "fuse.xattrs",
     "backend.kind",
     "backend.fake.data",
     "backend.fake.read",
