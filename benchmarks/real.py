@@ -305,9 +305,9 @@ def pair_name(subject: str, reference: str) -> str:
     return f"{subject}/{reference}"
 
 
-def ratio(seconds: dict[str, list[float]], subject: str, reference: str) -> Interval:
-    """The subject's time over the reference's, paired by round: median and confidence interval."""
-    return Interval.of(paired_ratios(seconds[subject], seconds[reference]))
+def ratio(figures: dict[str, list[float]], subject: str, reference: str) -> Interval:
+    """The subject's figure (a time) over the reference's, paired by round: median and confidence interval."""
+    return Interval.of(paired_ratios(figures[subject], figures[reference]))
 
 
 @dataclass
@@ -414,28 +414,33 @@ def load() -> dict[str, float]:
     return {"1m": one, "5m": five, "15m": fifteen}
 
 
-def _seconds(row: dict[str, Any]) -> dict[str, list[float]]:
-    """A workload's seconds per subject and round, as the JSON report holds them."""
-    return {subject: figures["seconds"] for subject, figures in row["subjects"].items()}
+def _figures(row: dict[str, Any], figure: str) -> dict[str, list[float]]:
+    """A workload's ``figure`` (``seconds``, ``server_cpu_seconds``) per subject and round, as the report holds it."""
+    return {subject: figures[figure] for subject, figures in row["subjects"].items()}
+
+
+def _ratio_table(results: list[dict[str, Any]], figure: str, pairs: tuple[tuple[str, str], ...], title: str) -> str:
+    """Rows of pairs, columns of workloads: the paired ratio of ``figure``, median [interval], and its confidence."""
+    names = [row["workload"] for row in results]
+    lines = [f"| {title} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    confidence = 0.0
+    for subject, reference in pairs:
+        intervals = [ratio(_figures(row, figure), subject, reference) for row in results]
+        confidence = intervals[0].confidence
+        described = " | ".join(interval.describe() for interval in intervals)
+        lines.append(f"| {LABELS[subject]} / {LABELS[reference]} | {described} |")
+    note = f"Median of the rounds' ratios (below 1: less) [{confidence:.1%} confidence interval]."
+    return "\n".join([note, "", *lines])
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The docs' tables: each subject's median seconds (range over rounds), then the paired ratios of times with
-    their confidence intervals."""
+    """The docs' tables: each subject's median seconds (range over rounds) and the paired ratios of times; each
+    server's CPU seconds per run (with the default mount's requests) and their paired ratios."""
     results = report["results"]
     times = ["| workload | " + " | ".join(LABELS[s] for s in SUBJECTS) + " |", "|---" * (len(SUBJECTS) + 1) + "|"]
     for row in results:
         cells = [f"{f['median']:.2f} s ({f['min']:.2f}-{f['max']:.2f})" for f in (row["subjects"][s] for s in SUBJECTS)]
         times.append(f"| {row['workload']} | " + " | ".join(cells) + " |")
-    names = [row["workload"] for row in results]
-    ratios = ["| time ratio | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    confidence = 0.0
-    for subject, reference in PAIRS:
-        intervals = [ratio(_seconds(row), subject, reference) for row in results]
-        confidence = intervals[0].confidence
-        described = " | ".join(interval.describe() for interval in intervals)
-        ratios.append(f"| {LABELS[subject]} / {LABELS[reference]} | {described} |")
-    note = f"Ratios of times (below 1: faster), median of the rounds' ratios [{confidence:.1%} confidence interval]."
     cpu = [
         "| server CPU per run | " + " | ".join(LABELS[s] for s in SERVERS) + " | default: requests | µs per request |",
         "|---" * (len(SERVERS) + 3) + "|",
@@ -446,7 +451,18 @@ def markdown(report: dict[str, Any]) -> str:
         requests = sum(row["subjects"][DEFAULT]["requests_per_run"].values())
         per_request = statistics.median(row["subjects"][DEFAULT]["server_cpu_seconds"]) / requests * 1e6
         cpu.append(f"| {row['workload']} | " + " | ".join(cells) + f" | {requests:,.0f} | {per_request:.0f} |")
-    return "\n".join([*times, "", note, "", *ratios, "", *cpu]) + "\n"
+    server_pairs = tuple(pair for pair in PAIRS if NATIVE not in pair)
+    return (
+        "\n\n".join(
+            [
+                "\n".join(times),
+                _ratio_table(results, "seconds", PAIRS, "time ratio"),
+                "\n".join(cpu),
+                _ratio_table(results, "server_cpu_seconds", server_pairs, "server CPU ratio"),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _bars(axis: Any, row: dict[str, Any], figure: str, subjects: tuple[str, ...], reference: str) -> float:
