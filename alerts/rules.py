@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from interposer.names import (
+    ATTR_ERROR_TYPE,
+    ATTR_FAULT,
+    ATTR_OPERATION,
+    ATTR_THROTTLE_LIMIT,
     FAULTS_INJECTED,
     OPERATION_DURATION,
     RESOURCE_LABELS,
@@ -17,9 +21,10 @@ from interposer.names import (
 
 from .config import AlertConfig
 
-OPERATION, ERROR_TYPE = OPERATION_DURATION.prometheus_labels
-LIMIT = THROTTLE_WAIT.prometheus_labels[0]
-FAULT_TYPE = FAULTS_INJECTED.prometheus_labels[0]
+OPERATION = OPERATION_DURATION.label(ATTR_OPERATION)
+ERROR_TYPE = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
+LIMIT = THROTTLE_WAIT.label(ATTR_THROTTLE_LIMIT)
+FAULT_TYPE = FAULTS_INJECTED.label(ATTR_FAULT)
 WHERE = ", ".join(prometheus_label(attribute) for attribute in RESOURCE_LABELS)
 """Labels every rule keeps, so an alert says which mount is in trouble."""
 

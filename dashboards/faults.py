@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from grafanalib import core
 
-from interposer.names import FAULTS_INJECTED, OPERATION_DURATION, THROTTLE_WAIT, expected_failures_text
+from interposer.names import (
+    ATTR_FAULT,
+    ATTR_THROTTLE_LIMIT,
+    FAULTS_INJECTED,
+    OPERATION_DURATION,
+    THROTTLE_WAIT,
+    expected_failures_text,
+)
 
 from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets, unexpected_failures
 from .panels import grid, timeseries
 
-FAULT_TYPE = FAULTS_INJECTED.prometheus_labels[0]
-LIMIT = THROTTLE_WAIT.prometheus_labels[0]
+FAULT_TYPE = FAULTS_INJECTED.label(ATTR_FAULT)
+LIMIT = THROTTLE_WAIT.label(ATTR_THROTTLE_LIMIT)
 
 
 def build() -> core.Dashboard:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from grafanalib import core
 
 from interposer.names import (
+    ATTR_ERROR_TYPE,
+    ATTR_HANDLE_KIND,
+    ATTR_IO_DIRECTION,
     DIRECTORIES_NET_CREATED,
     HANDLES_OPEN,
     IO_BYTES,
@@ -19,9 +22,9 @@ from .panels import grid, mirrored, stat, timeseries
 
 COUNT = OPERATION_DURATION.series("count")
 BUCKET = OPERATION_DURATION.series("bucket")
-ERROR_TYPE = OPERATION_DURATION.prometheus_labels[1]
-DIRECTION = IO_BYTES.prometheus_labels[0]
-KIND = HANDLES_OPEN.prometheus_labels[0]
+ERROR_TYPE = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
+DIRECTION = IO_BYTES.label(ATTR_IO_DIRECTION)
+KIND = HANDLES_OPEN.label(ATTR_HANDLE_KIND)
 DATA_OPERATIONS = f'{OPERATION}=~"{OpName.READ.value}|{OpName.WRITE.value}"'
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from grafanalib import core
 
-from interposer.names import EXPORT_FAILURES, SPANS_DROPPED
+from interposer.names import ATTR_TELEMETRY_SIGNAL, EXPORT_FAILURES, SPANS_DROPPED
 
 from .common import RATE_WINDOW, dashboard, selector, targets
 from .panels import grid, timeseries
 
-SIGNAL = EXPORT_FAILURES.prometheus_labels[0]
+SIGNAL = EXPORT_FAILURES.label(ATTR_TELEMETRY_SIGNAL)
 COLLECTOR_SERIES = {
     "spans": ("otelcol_receiver_accepted_spans_total", "otelcol_receiver_refused_spans_total"),
     "metric points": ("otelcol_receiver_accepted_metric_points_total", "otelcol_receiver_refused_metric_points_total"),

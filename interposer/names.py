@@ -323,6 +323,14 @@ class Instrument:
         """The label names Prometheus stores: dots become underscores."""
         return tuple(prometheus_label(label) for label in self.labels)
 
+    def label(self, attribute: str) -> str:
+        """The Prometheus label this instrument stores ``attribute`` under, looked up by name: a position would
+        silently name another label once the labels are reordered.  KeyError if the instrument has no such label,
+        so a query on a label the series does not carry fails where it is written."""
+        if attribute not in self.labels:
+            raise KeyError(f"{self.name} has no label {attribute!r}; its labels: {', '.join(self.labels) or 'none'}")
+        return prometheus_label(attribute)
+
     @property
     def prometheus_type(self) -> str:
         """The metric type Prometheus stores: an up-down counter's current value is a gauge."""

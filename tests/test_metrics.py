@@ -46,8 +46,8 @@ from .layers import marking
 from .otlp import Collector, ReceivedPoint, free_port, run_collector
 from .prometheus import running_prometheus, scrape
 
-OPERATION = OPERATION_DURATION.prometheus_labels[0]
-ERROR_TYPE = OPERATION_DURATION.prometheus_labels[1]
+OPERATION = OPERATION_DURATION.label(ATTR_OPERATION)
+ERROR_TYPE = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_prometheus_scrape_gives_exact_values(mount_factory: MountFactory, scrat
 
         def while_open() -> None:
             prometheus.wait_for_scrape_after(time.time(), "interposer")
-            kinds = prometheus.by(handles, HANDLES_OPEN.prometheus_labels[0])
+            kinds = prometheus.by(handles, HANDLES_OPEN.label(ATTR_HANDLE_KIND))
             assert kinds == {"file": 1, "directory": 1}
 
         started = time.time()
@@ -93,17 +93,17 @@ def test_prometheus_scrape_gives_exact_values(mount_factory: MountFactory, scrat
         for (operation, symbol), failures in expected.errors.items():
             query = f'{count}{{{OPERATION}="{operation}",{ERROR_TYPE}="{symbol}"}}'
             assert prometheus.value(query) == failures, query
-        direction = IO_BYTES.prometheus_labels[0]
+        direction = IO_BYTES.label(ATTR_IO_DIRECTION)
         assert prometheus.by(IO_BYTES.series(), direction) == {
             "read": expected.bytes_read,
             "write": expected.bytes_written,
         }
         assert prometheus.value(DIRECTORIES_NET_CREATED.series()) == expected.directories_net_created
-        assert prometheus.by(handles, HANDLES_OPEN.prometheus_labels[0]) == {"file": 0, "directory": 0}
+        assert prometheus.by(handles, HANDLES_OPEN.label(ATTR_HANDLE_KIND)) == {"file": 0, "directory": 0}
         assert set(prometheus.by(OPERATIONS_ACTIVE.series(), OPERATION).values()) == {0}
         faults = prometheus.query(FAULTS_INJECTED.series())
         assert {
-            (item["metric"][FAULTS_INJECTED.prometheus_labels[0]], item["metric"][OPERATION]): float(item["value"][1])
+            (item["metric"][FAULTS_INJECTED.label(ATTR_FAULT)], item["metric"][OPERATION]): float(item["value"][1])
             for item in faults
         } == expected.faults
         waits = prometheus.value(f"sum({THROTTLE_WAIT.series('count')})")

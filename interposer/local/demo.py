@@ -33,6 +33,8 @@ from ..errnos import errno_of, errno_symbol
 from ..mount.child import MountProcess
 from ..names import (
     ATTR_ERROR_TYPE,
+    ATTR_IO_DIRECTION,
+    ATTR_OPERATION,
     EVENT_FAULT,
     IO_BYTES,
     OPERATION_DURATION,
@@ -167,7 +169,8 @@ def scrape(url: str) -> MetricsReport:
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     report = MetricsReport(url)
-    operation, error_type = OPERATION_DURATION.prometheus_labels
+    operation = OPERATION_DURATION.label(ATTR_OPERATION)
+    error_type = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == OPERATION_DURATION.series("count") and sample.value:
@@ -177,7 +180,7 @@ def scrape(url: str) -> MetricsReport:
                     failure = key, sample.labels[error_type]
                     report.errors[failure] = report.errors.get(failure, 0) + sample.value
             elif sample.name == IO_BYTES.series():
-                report.bytes[sample.labels[IO_BYTES.prometheus_labels[0]]] = sample.value
+                report.bytes[sample.labels[IO_BYTES.label(ATTR_IO_DIRECTION)]] = sample.value
     return report
 
 

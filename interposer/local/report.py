@@ -26,6 +26,10 @@ from pathlib import Path
 
 from ..names import (
     ATTR_ERROR_TYPE,
+    ATTR_FAULT,
+    ATTR_IO_DIRECTION,
+    ATTR_OPERATION,
+    ATTR_THROTTLE_LIMIT,
     ATTR_TRANSFERRED,
     FAULTS_INJECTED,
     IO_BYTES,
@@ -48,10 +52,11 @@ from .prometheus import Prometheus, QueryRefusedError, Series
 from .traces import SpanRecord, load_spans, resource_labels
 from .window import LOOKBACK, Window, fit
 
-OPERATION, ERROR_TYPE = OPERATION_DURATION.prometheus_labels
-DIRECTION = IO_BYTES.prometheus_labels[0]
-FAULT_TYPE = FAULTS_INJECTED.prometheus_labels[0]
-LIMIT = THROTTLE_WAIT.prometheus_labels[0]
+OPERATION = OPERATION_DURATION.label(ATTR_OPERATION)
+ERROR_TYPE = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
+DIRECTION = IO_BYTES.label(ATTR_IO_DIRECTION)
+FAULT_TYPE = FAULTS_INJECTED.label(ATTR_FAULT)
+LIMIT = THROTTLE_WAIT.label(ATTR_THROTTLE_LIMIT)
 MOUNT_LABEL = prometheus_label(RESOURCE_MOUNTPOINT)
 COUNT, BUCKET = OPERATION_DURATION.series("count"), OPERATION_DURATION.series("bucket")
 TOP_OPERATIONS = 8
