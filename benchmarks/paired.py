@@ -33,9 +33,12 @@ class Interval:
     @classmethod
     def of(cls, values: Sequence[float], wanted: float = CONFIDENCE) -> Interval:
         """The narrowest pair of order statistics x(k), x(n+1-k) that covers the median with at least ``wanted``
-        confidence; with too few values, the widest pair (min, max) and the confidence it has."""
+        confidence; with too few values, the widest pair (min, max) and the confidence it has; with none, nothing
+        (NaN) at no confidence."""
         ordered = sorted(values)
         count = len(ordered)
+        if not count:
+            return cls(math.nan, math.nan, math.nan, 0.0)
 
         def coverage(k: int) -> float:
             """P(x(k) <= median <= x(n+1-k)) = 1 - 2 P(Binomial(n, 1/2) < k)."""
@@ -52,5 +55,6 @@ class Interval:
 
 
 def paired_ratios(subject: Sequence[float], reference: Sequence[float]) -> list[float]:
-    """Round by round, the subject's figure over the reference's (both measured under that round's load)."""
-    return [mine / theirs for mine, theirs in zip(subject, reference, strict=True)]
+    """Round by round, the subject's figure over the reference's (both measured under that round's load); a round
+    where the reference measured nothing (a CPU time below the clock's tick) gives no ratio."""
+    return [mine / theirs for mine, theirs in zip(subject, reference, strict=True) if theirs]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.overhead import BASELINE, FLOORS, VARIANTS
-from benchmarks.paired import Interval
+from benchmarks.paired import Interval, paired_ratios
 from benchmarks.profile import (
     LAYER_STAGE_PREFIX,
     STAGE_ADAPTER,
@@ -151,3 +152,7 @@ def test_a_paired_ratio_says_how_sure_it_is() -> None:
     twenty = Interval.of([float(value) for value in range(20, 0, -1)])
     assert (twenty.low, twenty.high) == (6.0, 15.0)
     assert 0.95 <= twenty.confidence < 0.96
+    # A CPU time below the clock's tick is 0: no ratio, no confidence.
+    nothing = Interval.of(paired_ratios([0.01], [0.0]))
+    assert math.isnan(nothing.median)
+    assert nothing.confidence == 0
