@@ -136,6 +136,9 @@ class FakeBackend:
             "fake_kept_bytes": self.kept_bytes,
         }
 
+    def open_inode(self, inode: int, flags: int) -> int:
+        raise _error(errno.ENOTSUP)  # data lives in memory: there is no file to give a descriptor of
+
     def close(self) -> None:
         self.nodes.clear()
         self.handles.clear()

@@ -40,6 +40,16 @@ class Backend(Protocol):
         """Table sizes for the mount's status."""
         ...
 
+    def open_inode(self, inode: int, flags: int) -> int:
+        """A new OS descriptor of a known inode's file, which the caller closes.
+
+        For a layer that must reach the stored bytes outside any request: the crash journal reads what a write
+        will overwrite and puts it back on a drop, even after the kernel closed every handle.  A backend that
+        keeps no files (the fake) raises OSError(ENOTSUP); the config model lets only the passthrough backend
+        enable the journal.
+        """
+        ...
+
     def close(self) -> None:
         """Release everything held; called once the session has ended."""
         ...

@@ -22,7 +22,7 @@ from collections import defaultdict
 import pyfuse3
 import trio
 
-from ...backends.passthrough import PassthroughBackend
+from ...backends.protocol import Backend
 from ...fuse.pipeline import NextCall
 from ...fuse.request import Notes, Reply, Request
 from ...names import DIRECTION_WRITE, OpName
@@ -50,7 +50,7 @@ class CrashJournal:
     any other section at run time keeps it and its records.
     """
 
-    def __init__(self, backend: PassthroughBackend) -> None:
+    def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._records: defaultdict[int, list[UndoRecord]] = defaultdict(list)
         self._descriptors: dict[int, int] = {}
