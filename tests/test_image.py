@@ -39,6 +39,7 @@ from tools import image
 from .conftest import require_command, require_fuse, wait_for
 from .csi_plugin import CsiPlugin
 from .test_csi import POD, publish, target_in, unpublish
+from .test_csi_sanity import MODES, run_suite
 
 BUILD_HOST_FILES = ("etc/pip.conf", "etc/apt/apt.conf.d/99build-host", image.CA_TARGET.lstrip("/"))
 """Where the build mounts this machine's settings: none may be in a layer."""
@@ -148,12 +149,14 @@ def test_no_layer_holds_build_host_settings_or_build_tools(archive: Archive) -> 
 class ContainerPlugin(CsiPlugin):
     """``interposer csi`` in a container of the image, run as the DaemonSet runs it."""
 
-    def __init__(self, root: Path, container: str) -> None:
+    def __init__(self, root: Path, container: str, *extra: str, share: Path | None = None) -> None:
+        """``share``: the host directory the container sees at the same path (default: ``root``)."""
+        shared = root if share is None else share
         run = image.buildah_command(
             "run", "--isolation", "chroot", "--user", "0:0", "--cap-add", "CAP_SYS_ADMIN",
-            "--volume", "/dev/fuse:/dev/fuse", "--volume", f"{root}:{root}", container, "--", "interposer",
+            "--volume", "/dev/fuse:/dev/fuse", "--volume", f"{shared}:{shared}", container, "--", "interposer",
         )  # fmt: skip
-        super().__init__(root, program=run)
+        super().__init__(root, *extra, program=run)
 
     def pid(self) -> int:
         """The host pid of the containerised ``interposer csi`` (a chroot-isolated container shares the pid space)."""
@@ -221,6 +224,12 @@ def test_the_image_serves_csi_and_publishes_a_fuse_volume(container: str, scratc
         wait_for(lambda: exited(server), what="the volume's server to exit")
         assert plugin.stop() == 0
     assert str(scratch) not in Path("/proc/self/mountinfo").read_text(), "nothing is left mounted"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_csi_sanity_passes_in_full_against_the_image(container: str, mode: str, scratch: Path) -> None:
+    # Both processes see all of scratch: the controller makes volumes under the node's volumes root.
+    run_suite(mode, scratch, lambda root, *extra: ContainerPlugin(root, container, *extra, share=scratch))
 
 
 def test_the_base_release_and_mirror_come_from_the_dockerfile_and_apt_sources(tmp_path: Path) -> None:
