@@ -18,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from interposer.mount.child import MountProcess
 from .paired import Interval, paired_ratios
 from .profile import profile_workloads
 from .references import example_mount, floor_mount
+from .subjects import Subject
 from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Workload
 
 
@@ -118,16 +120,21 @@ def main(
     try:
         with ExitStack() as mounts:
             log = mounts.enter_context((base / "interposer.log").open("wb"))
-            mounts.enter_context(MountProcess(backing, mountpoint, arguments, log=log))
-            targets = {"native": Target(native, native), "mount": Target(mountpoint, backing)}
+            mount = mounts.enter_context(MountProcess(backing, mountpoint, arguments, log=log))
+            assert mount.process is not None
+            metrics = (mount.status().get("metrics") or {}).get("exporters", {}).get("prometheus")
+            subjects = {
+                "native": Subject("native", Target(native, native)),
+                "mount": Subject("mount", Target(mountpoint, backing), mount.process.pid, metrics),
+            }
             if references:
-                mounts.enter_context(example_mount(example_backing, example_mountpoint, base / "example.log"))
-                mounts.enter_context(floor_mount(floor_mountpoint, base / "floor.log"))
-                targets["example"] = Target(example_mountpoint, example_backing)
+                example = mounts.enter_context(example_mount(example_backing, example_mountpoint, base / "example.log"))
+                floor = mounts.enter_context(floor_mount(floor_mountpoint, base / "floor.log"))
+                subjects["example"] = Subject("example", Target(example_mountpoint, example_backing), example.pid)
                 # The do-nothing file system invents entries, so "direct" is a scratch directory it never serves.
-                targets["do_nothing"] = Target(floor_mountpoint, base / "do-nothing-scratch")
+                subjects["do_nothing"] = Subject("do_nothing", Target(floor_mountpoint, scratch), floor.pid)
             for workload in selected:
-                result = run_workload(workload, targets, settings, repeats or workload.repeats)
+                result = run_workload(workload, subjects, settings, repeats or workload.repeats)
                 results.append(result.as_json())
                 click.echo(result.describe())
         if profile:
@@ -157,17 +164,27 @@ REFERENCES = ("example", "do_nothing")
 @dataclass(frozen=True)
 class Result:
     """One workload's figures per target and run, and the mount's ratios to native and to the references: of the
-    medians (what the floors are set against), and paired run by run, with a confidence interval."""
+    medians (what the floors are set against), and paired run by run, with a confidence interval; each server's CPU
+    seconds per run, and the requests the mount served per run by operation (where it has metrics)."""
 
     workload: str
     unit: str
     runs: dict[str, list[float]]
     floor: float | None
+    server_seconds: dict[str, list[float]]
+    requests: dict[str, float]
 
     @property
     def figures(self) -> dict[str, float]:
         """The median figure per target."""
         return {name: statistics.median(values) for name, values in self.runs.items()}
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The mount's server CPU per request served (median run), where its metrics counted the requests."""
+        if not self.requests:
+            return None
+        return statistics.median(self.server_seconds["mount"]) / sum(self.requests.values()) * 1e6
 
     def paired(self, target: str) -> Interval:
         """The mount's figure over the target's, run by run (the same moment's load on both)."""
@@ -192,6 +209,9 @@ class Result:
             "floor": self.floor,
             "runs": self.runs,
             **paired,
+            "server_cpu_seconds": self.server_seconds,
+            "mount_requests_per_run": self.requests,
+            "mount_cpu_us_per_request": self.cpu_us_per_request,
         }
 
     def describe(self) -> str:
@@ -208,18 +228,29 @@ class Result:
                 interval = self.paired(name)
                 if interval.confidence:
                     line += f" (paired {interval.describe()} at {interval.confidence:.0%})"
+        if self.cpu_us_per_request is not None:
+            line += f"  mount CPU {self.cpu_us_per_request:.0f} µs/request"
         return line
 
 
-def run_workload(workload: Workload, targets: dict[str, Target], settings: Settings, repeats: int) -> Result:
+def run_workload(workload: Workload, subjects: dict[str, Subject], settings: Settings, repeats: int) -> Result:
     """One workload on every target that can serve it, interleaved, the order rotated from run to run, so that drift
-    and the machine's load hit all of them alike."""
-    names = [name for name in targets if name != "do_nothing" or workload.name in DO_NOTHING_WORKLOADS]
+    and the machine's load hit all of them alike; each server left idle before the next target runs."""
+    names = [name for name in subjects if name != "do_nothing" or workload.name in DO_NOTHING_WORKLOADS]
     runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names if subjects[name].server is not None}
+    requests: Counter[str] = Counter()
     for repeat in range(repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            runs[name].append(workload.run(targets[name], settings))
-    return Result(workload.name, workload.unit, runs, workload.floor)
+            subject = subjects[name]
+            requests_before, cpu_before = subject.requests(), subject.server_seconds()
+            runs[name].append(workload.run(subject.target, settings))
+            requests.update(subject.requests() - requests_before)
+            subject.settle()
+            if name in cpu:
+                cpu[name].append(subject.server_seconds() - cpu_before)
+    per_run = {op: count / repeats for op, count in requests.most_common()}
+    return Result(workload.name, workload.unit, runs, workload.floor, cpu, per_run)
 
 
 if __name__ == "__main__":

@@ -47,18 +47,18 @@ def cpu_ticks(pid: int) -> int:
     return ticks
 
 
-def wait_until_idle(mount: MountProcess, quiet: float = 0.3, timeout: float = 15.0) -> None:
-    """Let a mount finish what a run left it (span export, forgets) before the next mount is timed.
+def wait_until_idle(server: int, quiet: float = 0.3, timeout: float = 15.0) -> None:
+    """Let a mount's server (process id) finish what a run left it (span export, forgets) before the next mount is
+    timed.
 
     Otherwise a traced mount's span export process, still encoding the last
     run's spans, would steal CPU from whichever variant runs next.
     """
-    assert mount.process is not None
     deadline = time.monotonic() + timeout
-    before = cpu_ticks(mount.process.pid)
+    before = cpu_ticks(server)
     while time.monotonic() < deadline:
         time.sleep(quiet)
-        now = cpu_ticks(mount.process.pid)
+        now = cpu_ticks(server)
         if now == before:
             return
         before = now
@@ -95,7 +95,8 @@ def main(quick: bool, repeats: int, only: tuple[str, ...], output: Path) -> None
                 for _ in range(repeats):
                     for name, mount in mounts.items():
                         runs[name].append(workload.run(Target(mount.mountpoint, mount.backing), settings))
-                        wait_until_idle(mount)
+                        assert mount.process is not None
+                        wait_until_idle(mount.process.pid)
                 medians = {name: statistics.median(values) for name, values in runs.items()}
                 results[workload.name] = {name: medians[name] / medians[BASELINE] for name in VARIANTS}
                 line = "  ".join(

@@ -51,13 +51,13 @@ from typing import Any
 
 import click
 
-from interposer.local.demo import scrape
 from interposer.mount.child import MountProcess
 
 from .__main__ import machine
-from .overhead import BASELINE, VARIANTS, cpu_ticks, wait_until_idle
+from .overhead import BASELINE, VARIANTS
 from .paired import Interval, paired_ratios
 from .references import example_mount
+from .subjects import Subject
 from .workloads import Target
 
 NATIVE, EXAMPLE, XATTRS_OFF, DEFAULT = "native", "example", "bare-xattrs-off", "default"
@@ -206,31 +206,6 @@ WORKLOADS = (
     RealWorkload("compileall", compileall, ".pyc files written", prepare=copy_tree),
     RealWorkload("sqlite", sqlite_inserts, "rows"),
 )
-
-
-@dataclass
-class Subject:
-    """A directory to run in, natively or through a mount served by process ``server``; ``metrics`` is the mount's
-    scrape endpoint, if it has one."""
-
-    name: str
-    target: Target
-    server: int | None = None
-    mount: MountProcess | None = None
-    metrics: str | None = None
-
-    def settle(self) -> None:
-        """Let a mount finish what the last run left it (span export), so it does not slow the next subject."""
-        if self.mount is not None:
-            wait_until_idle(self.mount)
-
-    def server_seconds(self) -> float:
-        """CPU time the server (and its span export process) has used so far; 0 natively."""
-        return 0.0 if self.server is None else cpu_ticks(self.server) / os.sysconf("SC_CLK_TCK")
-
-    def requests(self) -> Counter[str]:
-        """Requests served so far, by operation, from the mount's own metrics; empty without them."""
-        return Counter() if self.metrics is None else Counter(scrape(self.metrics).requests)
 
 
 def make_inputs(base: Path, settings: RealSettings) -> Inputs:
@@ -405,7 +380,7 @@ def mounted_subjects(base: Path) -> Iterator[list[Subject]]:
             exporters = (mount.status().get("metrics") or {}).get("exporters", {})
             assert mount.process is not None
             target = Target(mount.mountpoint, mount.backing)
-            subjects.append(Subject(name, target, mount.process.pid, mount, exporters.get("prometheus")))
+            subjects.append(Subject(name, target, mount.process.pid, exporters.get("prometheus")))
         yield subjects
 
 

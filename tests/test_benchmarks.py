@@ -58,8 +58,16 @@ def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
             paired = row[f"paired_to_{target}"]
             assert paired["low"] <= paired["median"] <= paired["high"], row
             assert paired["confidence"] == (0.0 if workload.repeats == 1 else 1 - 2 / 2**workload.repeats), row
+        # Every server's CPU time per run, and the requests the mount's own metrics counted.
+        assert set(row["server_cpu_seconds"]) == {"mount", "example"} | (
+            {"do_nothing"} if "do_nothing" in row else set()
+        )
+        assert all(len(runs) == workload.repeats for runs in row["server_cpu_seconds"].values()), row
+        assert row["mount_requests_per_run"], row
     (stat,) = (row for row in report["results"] if row["workload"] == "stat")
     assert stat["ratio_to_do_nothing"] == stat["mount"] / stat["do_nothing"]
+    assert stat["mount_requests_per_run"][OpName.LOOKUP] >= Settings.quick().files  # a cold stat is a LOOKUP
+    assert stat["mount_cpu_us_per_request"] > 0
     assert report["machine"]["cpus"]
 
 
