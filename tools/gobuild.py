@@ -57,7 +57,7 @@ class Program:
     module_files: dict[str, str] = field(default_factory=dict)
     skip: str = ""
     image: str = ""
-    overlay: dict[str, str] = field(default_factory=dict)
+    add_files: dict[str, str] = field(default_factory=dict)
     manifest: str = ""
 
     @property
@@ -72,7 +72,7 @@ class Program:
 
 
 KEYS = {"module", "version", "package", "output", "dest", "ldflags", "commit", "replace", "require", "tags", "env"}
-KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files", "image", "overlay", "manifest"}
+KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files", "image", "add_files", "manifest"}
 
 
 def load(table: Path = TABLE) -> dict[str, Program]:
@@ -108,7 +108,7 @@ def load(table: Path = TABLE) -> dict[str, Program]:
             module_files=dict(entry.get("module_files", {})),
             skip=entry.get("skip", ""),
             image=entry.get("image", ""),
-            overlay=dict(entry.get("overlay", {})),
+            add_files=dict(entry.get("add_files", {})),
             manifest=entry.get("manifest", ""),
         )
     return programs
@@ -142,9 +142,9 @@ class BuildError(Exception):
 
 def stamp_of(program: Program, go: str) -> str:
     files = {target: (FILES / source).read_text() for target, source in sorted(program.files.items())}
-    given = {path: (FILES / source).read_text() for path, source in sorted(program.overlay.items())}
+    added = {path: (FILES / source).read_text() for path, source in sorted(program.add_files.items())}
     manifest = (FILES / program.manifest).read_text() if program.manifest else ""
-    record = {**program.__dict__, "go": go, "files": files, "overlay": given, "manifest": manifest}
+    record = {**program.__dict__, "go": go, "files": files, "add_files": added, "manifest": manifest}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -198,17 +198,21 @@ def local_replaces(program: Program, work: Path) -> dict[str, str]:
     }
 
 
-def write_overlay(program: Program, work: Path) -> Path:
-    """go build's -overlay file: the table's files in place of paths the module's tree lacks.
+def add_files(program: Program, work: Path) -> None:
+    """Build from a copy of the module's tree with the table's files added, in place of the module.
 
     A module is its repository's Go source: files a project's own build makes first (Alertmanager's web UI,
     embedded from ui/app/dist, is made by npm) are not in it, and without them the program does not compile.
+    go build's -overlay cannot add them: it refuses paths in the module cache.
     """
-    tree = Path(module_download(program, work)["Dir"])
-    replace = {str(tree / path): str(FILES / source) for path, source in sorted(program.overlay.items())}
-    overlay = work / "overlay.json"
-    overlay.write_text(json.dumps({"Replace": replace}))
-    return overlay
+    tree = work / "module"
+    shutil.copytree(module_download(program, work)["Dir"], tree, copy_function=shutil.copyfile)
+    for directory in [tree, *(path for path in tree.rglob("*") if path.is_dir())]:
+        directory.chmod(0o755)  # the module cache's directories are read-only, and copytree keeps that
+    for path, source in program.add_files.items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FILES / source, tree / path)
+    run_go(["mod", "edit", f"-replace={program.module}=./module"], program, work)
 
 
 def build_distribution(program: Program, work: Path, built: Path) -> None:
@@ -279,8 +283,8 @@ def build_one(program: Program) -> str:
             build_distribution(program, work, built)
         else:
             command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
-            if program.overlay:
-                command += ["-overlay", str(write_overlay(program, work))]
+            if program.add_files:
+                add_files(program, work)
             if program.tags:
                 command += ["-tags", ",".join(program.tags)]
             run_go([*command, program.package], program, work)
