@@ -4,7 +4,7 @@ The microbenchmarks (``python -m benchmarks``) time one kind of request at a
 time; a user runs tar, git, Python and SQLite, whose mixes of requests and of
 their own CPU decide how much a mount slows them.  Each workload here runs a
 real program on a real tree: Python's standard library as the interpreter
-ships it (CPython's ``Lib/``: some 2,300 files, bytecode left out), which needs
+ships it (CPython's ``Lib/``: some 2,100 files, bytecode left out), which needs
 nothing from outside the machine.
 
 * ``unpack``: GNU tar extracts a gzipped tarball of the tree;
@@ -23,15 +23,18 @@ write), and the default configuration (metrics and a span file at 100%).
 Every round runs every workload on every subject, the subjects' order rotated
 from round to round, so that whatever load the machine carries falls on all of
 them alike.  Ratios are paired: a subject's time over native's (or the
-example's) in the same round, then the median and range over rounds.  Each run
-counts what it produced in the backing directory (files unpacked, .pyc files,
-rows), and a subject that disagrees with native fails the benchmark: a broken
+example's) in the same round, then their median and its sign-test confidence
+interval (benchmarks/paired.py); each server's CPU time per run is paired the
+same way, and the default mount's metrics count its requests.  Each run counts
+what it produced in the backing directory (files unpacked, .pyc files, rows),
+and a subject that disagrees with the others fails the benchmark: a broken
 mount cannot pass as a fast one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -45,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,10 +280,6 @@ PAIRS = (
 """The comparisons reported: each subject against native and the example, and each switch against bare."""
 
 
-def pair_name(subject: str, reference: str) -> str:
-    return f"{subject}/{reference}"
-
-
 def ratio(figures: dict[str, list[float]], subject: str, reference: str) -> Interval:
     """The subject's figure (a time) over the reference's, paired by round: median and confidence interval."""
     return Interval.of(paired_ratios(figures[subject], figures[reference]))
@@ -297,9 +296,6 @@ class WorkloadResult:
     produced: dict[str, int]
     requests: dict[str, dict[str, float]]
 
-    def median(self, subject: str) -> float:
-        return statistics.median(self.seconds[subject])
-
     def as_json(self) -> dict[str, object]:
         subjects = {}
         for subject, seconds in self.seconds.items():
@@ -313,7 +309,9 @@ class WorkloadResult:
                 "produced": self.produced[subject],
                 "requests_per_run": self.requests.get(subject, {}),
             }
-        ratios = {pair_name(*pair): asdict(ratio(self.seconds, *pair)) for pair in PAIRS}
+        ratios = {
+            f"{subject}/{reference}": asdict(ratio(self.seconds, subject, reference)) for subject, reference in PAIRS
+        }
         return {
             "workload": self.workload.name,
             "produced": self.workload.produced,
@@ -350,9 +348,7 @@ def measure(
         for subject in subjects:
             total = counted[result.workload.name, subject.name]
             if total:
-                result.requests[subject.name] = {
-                    op: total[op] / rounds for op in sorted(total, key=lambda o: -total[o])
-                }
+                result.requests[subject.name] = {op: count / rounds for op, count in total.most_common()}
     return results
 
 
@@ -425,7 +421,8 @@ def markdown(report: dict[str, Any]) -> str:
         figures = [row["subjects"][subject]["server_cpu_seconds"] for subject in SERVERS]
         cells = [f"{statistics.median(f):.2f} s ({min(f):.2f}-{max(f):.2f})" for f in figures]
         requests = sum(row["subjects"][DEFAULT]["requests_per_run"].values())
-        per_request = statistics.median(row["subjects"][DEFAULT]["server_cpu_seconds"]) / requests * 1e6
+        cpu_seconds = statistics.median(row["subjects"][DEFAULT]["server_cpu_seconds"])
+        per_request = cpu_seconds / requests * 1e6 if requests else math.nan
         cpu.append(f"| {row['workload']} | " + " | ".join(cells) + f" | {requests:,.0f} | {per_request:.0f} |")
     server_pairs = tuple(pair for pair in PAIRS if NATIVE not in pair)
     return (
@@ -509,7 +506,7 @@ def main(
     if not replot:
         settings = RealSettings.quick() if quick else RealSettings()
         if rounds is not None:
-            settings = RealSettings(settings.source, rounds, settings.transactions, settings.rows_per_transaction)
+            settings = replace(settings, rounds=rounds)
         workloads = tuple(w for w in WORKLOADS if not only or w.name in only)
         base = Path(tempfile.mkdtemp(prefix="interposer-real-", dir="/dev/shm"))
         try:
