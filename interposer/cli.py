@@ -25,7 +25,8 @@ from .config import CacheConfig, ConfigError, FuseConfig, InterposerConfig, load
 from .csi.volume_server import main as volume_server
 from .logs import configure_logging
 from .mount.control import NoAnswerError, NotAMountError, ask, socket_path_for
-from .mount.reconfigure import LAYER_ORDER, RUNTIME_SECTIONS
+from .mount.reconfigure import RUNTIME_SECTIONS
+from .mount.registry import SWITCHABLE_LAYERS
 from .mount.table import is_stale, mount_at, unmount
 from .names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, OpName
 
@@ -199,7 +200,7 @@ def ctl_crash(context: click.Context) -> None:
 
 
 @ctl.command(name="enable")
-@click.argument("layer", type=click.Choice(LAYER_ORDER))
+@click.argument("layer", type=click.Choice(SWITCHABLE_LAYERS))
 @click.pass_context
 def ctl_enable(context: click.Context, layer: str) -> None:
     """Switch a layer on."""
@@ -207,7 +208,7 @@ def ctl_enable(context: click.Context, layer: str) -> None:
 
 
 @ctl.command(name="disable")
-@click.argument("layer", type=click.Choice(LAYER_ORDER))
+@click.argument("layer", type=click.Choice(SWITCHABLE_LAYERS))
 @click.pass_context
 def ctl_disable(context: click.Context, layer: str) -> None:
     """Switch a layer off (its settings are kept)."""

@@ -214,7 +214,9 @@ class InterposerConfig(Section):
     crash: CrashConfig = CrashConfig()
     control: ControlConfig = ControlConfig()
     extra_layers: tuple[str, ...] = Field(
-        (), description="Extra layers, 'module:attribute' each, innermost last, placed before the backend."
+        (),
+        description="Extra layers, 'module:attribute' each, innermost last, placed after the fault layer and "
+        "before the crash journal.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity on stderr.")
     volume_id: str | None = Field(None, description="Volume id for the telemetry resource (set by the CSI driver).")

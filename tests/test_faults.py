@@ -289,7 +289,14 @@ def test_control_changes_behaviour_mid_run(mount_factory: MountFactory, scratch:
     read_once = functools.partial(read_at_start, path)  # Python's read_bytes() hides EAGAIN
     assert [outcome(read_once) for _ in range(2)] == ["ok", "EAGAIN"]
     status = mount.status()
-    assert status["layers"] == {"tracing": "on", "metrics": "on", "throttle": "on", "faults": "absent"}
+    assert status["layers"] == {
+        "tracing": "on",
+        "metrics": "on",
+        "throttle": "on",
+        "faults": "absent",
+        "extra": "absent",
+        "crash": "absent",
+    }
     assert status["throttle"]["rejected"] == 1
 
 

@@ -1,4 +1,6 @@
-"""The layer chain every request goes through: Tracing -> Metrics -> Throttle -> Faults -> Crash -> Backend.
+"""The layer chain every request goes through: Tracing -> Metrics -> Throttle -> Faults -> (extra) -> Crash -> Backend.
+
+The layers are built and ordered in one place, ``mount/registry.py``; this module only runs them.
 
 A layer is any object with ``async def __call__(request, notes, call_next)``.
 It reads the request, may wait, fail it (by raising ``OSError``), or pass it on

@@ -11,8 +11,8 @@ raises ``ConfigError`` and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -21,65 +21,84 @@ from ..config import ConfigError, InterposerConfig, describe_errors
 from ..fuse.pipeline import Layer, Pipeline
 from ..layers.crash.journal import CrashJournal
 from ..layers.faults.layer import FaultLayer
+from ..layers.metrics.layer import MetricsLayer
 from ..layers.throttle.layer import ThrottleLayer
+from ..layers.tracing.layer import TracingLayer
+from .registry import REGISTRY, LayerKind, Materials, Outlets
 
 RUNTIME_SECTIONS = ("faults", "throttle", "crash")
 """Config sections that can be replaced without remounting."""
-LAYER_ORDER = ("tracing", "metrics", "throttle", "faults")
-"""Outermost first: observation sees throttle waits and injected faults."""
+
+L = TypeVar("L")
+
+
+@runtime_checkable
+class _Closing(Protocol):
+    def close(self) -> None: ...
 
 
 class LayerStack:
-    """The mount's layers by name, each switchable, rebuilt atomically."""
+    """The mount's layers by kind (``registry.REGISTRY``), each switchable, rebuilt atomically."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        config: InterposerConfig,
-        observers: Mapping[str, Layer],
-        extra: list[Layer],
-        backend: Backend,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, config: InterposerConfig, outlets: Outlets, backend: Backend) -> None:
         self.pipeline = pipeline
         self.config = config
+        self._outlets = outlets
         self._backend = backend
-        self.journal: CrashJournal | None = None
-        self._observers = dict(observers)
-        self._extra = extra
-        self.enabled = dict.fromkeys(observers, True)
-        self.throttle: ThrottleLayer | None = None
-        self.faults: FaultLayer | None = None
-        self._build(config, RUNTIME_SECTIONS)
+        self._layers: dict[str, tuple[Layer, ...]] = {kind.name: () for kind in REGISTRY}
+        self.enabled = {kind.name: True for kind in REGISTRY}
+        self._build(config, REGISTRY)
 
-    def _build(self, config: InterposerConfig, sections: tuple[str, ...] | list[str]) -> None:
-        """Rebuild the layers of the named sections only; the others keep their state."""
-        if "throttle" in sections:
-            throttle = config.throttle
-            self.throttle = ThrottleLayer(throttle) if throttle.limits() else None
-            self.enabled["throttle"] = throttle.enabled
-        if "faults" in sections:
-            self.faults = FaultLayer(config.faults) if config.faults.rules else None
-            self.enabled["faults"] = config.faults.enabled
-        if "crash" in sections:
-            if config.crash.enabled and self.journal is None:
-                self.journal = CrashJournal(self._backend)
-            elif not config.crash.enabled and self.journal is not None:
-                self.journal.close()
-                self.journal = None
+    def _build(self, config: InterposerConfig, kinds: Iterable[LayerKind]) -> None:
+        """Rebuild the layers of ``kinds`` only; the others keep their state.  A layer a kind no longer has is
+        closed, if it holds anything (the journal's descriptors)."""
+        made = Materials(config, self._outlets, self._backend)
+        for kind in kinds:
+            before = self._layers[kind.name]
+            after = self._layers[kind.name] = kind.build(made, before)
+            for layer in before:
+                if layer not in after and isinstance(layer, _Closing):
+                    layer.close()
+            if kind.section is not None:
+                self.enabled[kind.name] = getattr(config, kind.section).enabled
         self.config = config
         self._install()
 
-    def _layer(self, name: str) -> Layer | None:
-        if name == "throttle":
-            return self.throttle
-        if name == "faults":
-            return self.faults
-        return self._observers.get(name)
-
     def _install(self) -> None:
-        layers = [layer for name in LAYER_ORDER if self.enabled.get(name) and (layer := self._layer(name)) is not None]
-        journal = [] if self.journal is None else [self.journal]
-        self.pipeline.replace([*layers, *journal, *self._extra])
+        self.pipeline.replace(
+            [layer for kind in REGISTRY if self.enabled[kind.name] for layer in self._layers[kind.name]]
+        )
+
+    def _one(self, name: str, cls: type[L]) -> L | None:
+        """The layer of kind ``name``, as the class its builder makes; None when absent."""
+        for layer in self._layers[name]:
+            assert isinstance(layer, cls), f"the registry builds {name} as {cls.__name__}"
+            return layer
+        return None
+
+    @property
+    def tracing(self) -> TracingLayer | None:
+        return self._one("tracing", TracingLayer)
+
+    @property
+    def metrics(self) -> MetricsLayer | None:
+        return self._one("metrics", MetricsLayer)
+
+    @property
+    def throttle(self) -> ThrottleLayer | None:
+        return self._one("throttle", ThrottleLayer)
+
+    @property
+    def faults(self) -> FaultLayer | None:
+        return self._one("faults", FaultLayer)
+
+    @property
+    def journal(self) -> CrashJournal | None:
+        return self._one("crash", CrashJournal)
+
+    @property
+    def extra(self) -> tuple[Layer, ...]:
+        return self._layers["extra"]
 
     def replace_sections(self, sections: Mapping[str, Any]) -> InterposerConfig:
         """Replace whole runtime sections (faults, throttle, crash) with new, validated ones; keep the rest."""
@@ -94,12 +113,16 @@ class LayerStack:
             config = InterposerConfig.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc)) from None
-        self._build(config, sorted(sections))
+        self._build(config, [kind for kind in REGISTRY if kind.section in sections])
         return config
 
     def switch(self, name: str, on: bool) -> None:
         """Turn a layer on or off; its configuration is kept for when it comes back."""
-        available = [layer for layer in LAYER_ORDER if layer in self.enabled]
+        # A kind with a runtime section can be switched while absent: its section keeps the switch for when it is
+        # configured.  One without (tracing, metrics) is in the mount from its start or never.
+        available = [
+            kind.name for kind in REGISTRY if kind.switchable and (kind.section is not None or self._layers[kind.name])
+        ]
         if name not in available:
             raise ConfigError(f"layer {name!r} is not in this mount; allowed: {', '.join(available)}")
         self.enabled[name] = on
@@ -110,16 +133,17 @@ class LayerStack:
 
     def status(self) -> dict[str, Any]:
         """Each layer: on, off or absent (nothing configured); the fault and throttle counters."""
-        layers = {}
-        for name in LAYER_ORDER:
-            present = name in self.enabled and self._layer(name) is not None
-            layers[name] = "absent" if not present else ("on" if self.enabled[name] else "off")
         return {
-            "layers": layers,
+            "layers": {kind.name: self._state(kind.name) for kind in REGISTRY},
             "faults": None if self.faults is None else self.faults.counters(),
             "throttle": None if self.throttle is None else self.throttle.counters(),
             "unsynced": None if self.journal is None else self.journal.pending(),
         }
+
+    def _state(self, name: str) -> str:
+        if not self._layers[name]:
+            return "absent"
+        return "on" if self.enabled[name] else "off"
 
     async def crash(self) -> dict[str, int]:
         """Drop every write not fsynced, as a power loss would."""
@@ -128,5 +152,9 @@ class LayerStack:
         return await self.journal.drop()
 
     def close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
+        """Close every layer that holds something (tracing ends its open parent spans, the journal its
+        descriptors); before the telemetry stops, so what they hand over is exported."""
+        for kind in REGISTRY:
+            for layer in self._layers[kind.name]:
+                if isinstance(layer, _Closing):
+                    layer.close()

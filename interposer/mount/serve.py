@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import cProfile
-import importlib
 import itertools
 import logging
 import os
@@ -25,11 +24,9 @@ from ..backends.passthrough import PassthroughBackend
 from ..backends.protocol import Backend
 from ..config import ConfigError, InterposerConfig, TracingConfig
 from ..fuse.adapter import InterposerFS
-from ..fuse.pipeline import Layer, Pipeline
-from ..layers.metrics.layer import MetricsLayer
+from ..fuse.pipeline import Pipeline
 from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.announcements import TraceContextXattr
-from ..layers.tracing.layer import TracingLayer
 from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.records import session_record
 from ..layers.tracing.setup import TracingSetup, build_tracing, exporter_kind
@@ -46,6 +43,7 @@ from ..telemetry import TelemetryHealth, build_resource
 from . import kept_spans
 from .control import INTERPOSER_FSTYPE, ControlServer, socket_path_for
 from .reconfigure import LayerStack
+from .registry import Outlets
 from .table import is_stale, mount_at, unmount
 
 log = logging.getLogger(__name__)
@@ -106,16 +104,6 @@ def _some_entries(directory: Path, most: int = 3) -> str:
     return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
-def load_layers(specs: tuple[str, ...]) -> list[Layer]:
-    """Instantiate extra layers from 'module:attribute' specs (a class or a factory)."""
-    layers = []
-    for spec in specs:
-        module, _, attribute = spec.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-        layers.append(factory())
-    return layers
-
-
 def _raise_fd_limit() -> int:
     """Known inodes and open files hold descriptors: allow as many as we may; return the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -171,10 +159,7 @@ class Mount:
         self.health.install()
         resource = build_resource(self.mountpoint, self.backing, config.volume_id)
         self.tracing: TracingSetup | None = None
-        self.tracing_layer: TracingLayer | None = None
         self.metrics: MetricsSetup | None = None
-        self.metrics_layer: MetricsLayer | None = None
-        observers: dict[str, Layer] = {}
         self.contexts = CallerContexts(config.tracing.context_cache_size)
         self.default_span_file = kept_spans.new_path(self.mountpoint, datetime.now(UTC))
         if keeps_spans(config.tracing):
@@ -182,21 +167,17 @@ class Mount:
             kept_spans.prepare()
         if config.tracing.enabled:
             self.tracing = build_tracing(config.tracing, self.default_span_file, resource, self.health)
-            self.tracing_layer = TracingLayer(
-                self.tracing.sink,
-                config.tracing,
-                self.tracing.ratio,
-                self.contexts if config.tracing.propagation else None,
-            )
-            observers["tracing"] = self.tracing_layer
         if config.metrics.enabled:
             self.metrics = build_metrics(config.metrics, resource, self.health)
-            self.metrics_layer = MetricsLayer(
-                self.metrics.meter, self.metrics.duration, self.metrics.throttle_wait, self.health
-            )
-            observers["metrics"] = self.metrics_layer
+        outlets = Outlets(
+            self.health,
+            spans=None if self.tracing is None else self.tracing.sink,
+            sample_ratio=1.0 if self.tracing is None else self.tracing.ratio,
+            contexts=self.contexts,
+            metrics=self.metrics,
+        )
         self.pipeline = Pipeline(self.backend)
-        self.layers = LayerStack(self.pipeline, config, observers, load_layers(config.extra_layers), self.backend)
+        self.layers = LayerStack(self.pipeline, config, outlets, self.backend)
         self.fs = InterposerFS(
             self.pipeline,
             self.backend,
@@ -259,14 +240,15 @@ class Mount:
         }
 
     def _tracing_status(self) -> dict[str, Any] | None:
-        if self.tracing is None or self.tracing_layer is None:
+        layer = self.layers.tracing
+        if self.tracing is None or layer is None:
             return None
         return {
             "exporter": self.tracing.exporter_name,
             "destination": self.tracing.destination,
             "sample_ratio": self.tracing.ratio,
-            "operations_kept": self.tracing_layer.kept,
-            "operations_sampled_out": self.tracing_layer.sampled_out,
+            "operations_kept": layer.kept,
+            "operations_sampled_out": layer.sampled_out,
             "spans_dropped": self.health.dropped_spans,
             "export_failures": self.health.export_failures[SIGNAL_TRACES],
             "trace_contexts": self.contexts.status(),
@@ -283,14 +265,15 @@ class Mount:
         return "metrics: " + ", ".join(places) if places else "metrics: no exporter"
 
     def _metrics_status(self) -> dict[str, Any] | None:
-        if self.metrics is None or self.metrics_layer is None:
+        layer = self.layers.metrics
+        if self.metrics is None or layer is None:
             return None
         return {
             "exporters": self.metrics.destinations,
-            "operations_active": sum(self.metrics_layer.active.values()),
-            "bytes": self.metrics_layer.bytes,
-            "handles_open": self.metrics_layer.handles,
-            "directories_net_created": self.metrics_layer.directories_net_created,
+            "operations_active": sum(layer.active.values()),
+            "bytes": layer.bytes,
+            "handles_open": layer.handles,
+            "directories_net_created": layer.directories_net_created,
             "export_failures": self.health.export_failures[SIGNAL_METRICS],
         }
 
@@ -318,11 +301,9 @@ class Mount:
             self._run_session()
         finally:
             pyfuse3.close(unmount=fuse_fd is None)
-            if self.tracing_layer is not None:
-                self.tracing_layer.close()
+            self.layers.close()
             self._stop_telemetry()
             self.health.uninstall()
-            self.layers.close()
             self.backend.close()
             log.info("unmounted %s%s", self.mountpoint, self._spans_where())
 
@@ -362,8 +343,8 @@ class Mount:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_signal)
             await nursery.start(self.control.serve)
-            if self.tracing_layer is not None:
-                await nursery.start(self.tracing_layer.sweep)
+            if self.layers.tracing is not None:
+                await nursery.start(self.layers.tracing.sweep)
             if self.tracing is not None:
                 await nursery.start(self.tracing.run)
             await pyfuse3.main(min_tasks=1, max_tasks=self.config.fuse.max_workers)

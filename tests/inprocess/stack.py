@@ -16,17 +16,17 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from interposer.config import InterposerConfig
 from interposer.fuse.adapter import InterposerFS
-from interposer.fuse.pipeline import Layer, Pipeline
+from interposer.fuse.pipeline import Pipeline
 from interposer.fuse.request import Notes, Request
 from interposer.layers.metrics.histogram import RequestHistogram
 from interposer.layers.metrics.layer import MetricsLayer
-from interposer.layers.tracing.layer import TracingLayer
+from interposer.layers.metrics.setup import MetricsSetup
 from interposer.layers.tracing.records import SpanData, span_data
 from interposer.mount.reconfigure import LayerStack
+from interposer.mount.registry import Outlets
 from interposer.mount.serve import make_backend
 from interposer.names import DURATION_BUCKETS, OPERATION_DURATION, THROTTLE_WAIT, OpName
 from interposer.telemetry import TelemetryHealth
@@ -69,7 +69,6 @@ class InProcessStack:
         config: dict[str, Any] | None = None,
         *,
         observe: bool = True,
-        extra: list[Layer] | None = None,
         sample_ratio: float = 1.0,
     ) -> None:
         self.config = InterposerConfig.model_validate(config or {})
@@ -77,22 +76,23 @@ class InProcessStack:
         self.backend = make_backend(self.config, backing, 1024)
         self.sink = RecordingSink()
         self.health = TelemetryHealth()
-        observers: dict[str, Layer] = {}
+        outlets = Outlets(self.health)
         if observe:
-            self.tracing = TracingLayer(self.sink, self.config.tracing, sample_ratio)
-            self.metric_reader = InMemoryMetricReader()
-            provider = MeterProvider(metric_readers=[self.metric_reader])
+            provider = MeterProvider()
             self.duration = RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS)
-            self.metrics = MetricsLayer(
-                provider.get_meter("test"),
-                self.duration,
-                RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS),
-                self.health,
-            )
-            observers = {"tracing": self.tracing, "metrics": self.metrics}
+            throttle_wait = RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS)
+            metrics = MetricsSetup(provider, provider.get_meter("test"), self.duration, throttle_wait)
+            outlets = Outlets(self.health, spans=self.sink, sample_ratio=sample_ratio, metrics=metrics)
         self.pipeline = Pipeline(self.backend)
-        self.layers = LayerStack(self.pipeline, self.config, observers, extra or [], self.backend)
+        self.layers = LayerStack(self.pipeline, self.config, outlets, self.backend)
         self.fs = InterposerFS(self.pipeline, self.backend)
+
+    @property
+    def metrics(self) -> MetricsLayer:
+        """The metrics layer the registry built (the stack observes)."""
+        layer = self.layers.metrics
+        assert layer is not None, "the stack was made with observe=False"
+        return layer
 
     def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await one handler call (a lambda returning the coroutine) in a fresh trio run."""

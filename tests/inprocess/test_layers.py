@@ -9,8 +9,12 @@ from typing import Any
 import pyfuse3
 import pytest
 
-from interposer.fuse.pipeline import NextCall
-from interposer.fuse.request import Notes, Reply, Request
+from interposer.layers.crash.journal import CrashJournal
+from interposer.layers.faults.layer import FaultLayer
+from interposer.layers.metrics.layer import MetricsLayer
+from interposer.layers.throttle.layer import ThrottleLayer
+from interposer.layers.tracing.layer import TracingLayer
+from interposer.mount.registry import REGISTRY
 from interposer.names import (
     ATTR_ERROR_TYPE,
     ATTR_FAULT,
@@ -24,7 +28,7 @@ from interposer.names import (
     OpName,
 )
 
-from ..layers.exploding import ExplodingLayer
+from ..layers.seen import SeenRequests
 from .conftest import StackFactory
 from .stack import CALLER
 
@@ -35,16 +39,19 @@ def _rule(action: dict[str, Any], **match: Any) -> dict[str, Any]:
     return {"rules": [{"match": match, "action": action}]}
 
 
-class SeenRequests:
-    """An extra layer (innermost) that records what reaches the backend and what it replies."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[Request, Reply]] = []
-
-    async def __call__(self, request: Request, notes: Notes, call_next: NextCall) -> Reply:
-        reply = await call_next(request, notes)
-        self.seen.append((request, reply))
-        return reply
+def test_the_registry_builds_every_layer_in_its_order_with_the_journal_innermost(make_stack: StackFactory) -> None:
+    stack = make_stack(
+        {
+            "throttle": {"metadata_iops": {"rate": 1000, "burst": 1000}},
+            "faults": _rule({"errno": "EIO"}, operations=["mknod"]),
+            "crash": {"enabled": True},
+            "extra_layers": ["tests.layers.seen:SeenRequests"],
+        }
+    )
+    kinds = [TracingLayer, MetricsLayer, ThrottleLayer, FaultLayer, SeenRequests, CrashJournal]
+    assert [type(layer) for layer in stack.pipeline.layers] == kinds
+    assert list(stack.layers.status()["layers"]) == [kind.name for kind in REGISTRY]
+    assert set(stack.layers.status()["layers"].values()) == {"on"}
 
 
 def test_tracing_groups_a_handles_operations_under_its_file_span(make_stack: StackFactory) -> None:
@@ -120,8 +127,9 @@ def test_throttle_notes_its_wait_and_fail_mode_refuses_at_once(make_stack: Stack
 
 
 def test_faults_change_copies_never_the_request_or_the_backends_reply(make_stack: StackFactory) -> None:
-    seen = SeenRequests()
-    stack = make_stack(extra=[seen])
+    stack = make_stack({"extra_layers": ["tests.layers.seen:SeenRequests"]})
+    (seen,) = stack.layers.extra
+    assert isinstance(seen, SeenRequests)
     fh, inode = stack.create(b"victim")
     stack.run(lambda: stack.fs.write(fh, 0, b"0123456789"))
     stack.layers.replace_sections({"faults": _rule({"short": 0.5}, operations=["read", "write"])})
@@ -166,7 +174,7 @@ def test_the_crash_journal_drops_what_was_not_synced(make_stack: StackFactory) -
 
 
 def test_a_defect_in_a_layer_is_eio_for_that_request_only(make_stack: StackFactory) -> None:
-    stack = make_stack(extra=[ExplodingLayer()])
+    stack = make_stack({"extra_layers": ["tests.layers.exploding:ExplodingLayer"]})
     assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"boom", 0o755, CALLER)) == errno.EIO
     assert stack.fs.internal_errors == 1
     assert stack.errno_of(lambda: stack.fs.mkdir(ROOT, b"fine", 0o755, CALLER)) == 0
