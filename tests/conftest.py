@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ from interposer.mount.child import MountProcess
 from interposer.mount.control import runtime_path_for
 from interposer.mount.kept_spans import STATE_DIR_VARIABLE
 from interposer.mount.table import is_stale, mount_at, unmount
+
+if TYPE_CHECKING:
+    from .kube import ControlPlane
 
 
 def interposer(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -145,3 +149,12 @@ def mount_factory(scratch: Path) -> Iterator[MountFactory]:
 def mounted(mount_factory: MountFactory) -> MountProcess:
     """One passthrough mount with the default configuration."""
     return mount_factory()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real control plane (tests/kube.py) for the session: it takes most of a minute to start."""
+    from .kube import control_plane
+
+    with control_plane(tmp_path_factory.mktemp("cluster")) as plane:
+        yield plane
