@@ -207,6 +207,8 @@ class LiveControl:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.failures = 0
+        """Volumes the last reconcile could not bring to their sections."""
 
     def start(self) -> None:
         for target, name in ((self._watch, "live-control-watch"), (self._reconcile_loop, "live-control")):
@@ -293,6 +295,8 @@ class LiveControl:
         """Bring every published volume to what the resources ask; return the seconds until the next look."""
         with self.lock:
             bodies = dict(self.objects)
+        log.debug("live control: reconciling %d resources", len(bodies))
+        self.failures = 0
         parsed = [(Experiment.from_object(body), body) for body in bodies.values()]
         experiments = [experiment for experiment, _ in parsed]
         mine: dict[str, dict[str, Target]] = {experiment.uid: {} for experiment in experiments}
@@ -309,9 +313,10 @@ class LiveControl:
         for experiment, body in parsed:
             self._patch_status(experiment, body, mine[experiment.uid], now)
         soonest = next_expiry(experiments, now)
+        wait = RETRY_SECONDS if self.failures else RESYNC_SECONDS  # a volume that failed is tried again soon
         if soonest is None:
-            return RESYNC_SECONDS
-        return min(RESYNC_SECONDS, max((soonest - now).total_seconds(), 0.0))
+            return wait
+        return min(wait, max((soonest - now).total_seconds(), 0.0))
 
     def _pod(self, namespace: str, name: str, cache: dict[tuple[str, str], dict[str, Any] | None]) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -428,6 +433,8 @@ class LiveControl:
             involved = [(*ref.split("/", 1), uid) for uid, ref in record.experiments.items()]  # type: ignore[misc]
         if error is not None:
             reason, kind, message = "LiveControlFailed", "Warning", f"volume {volume}: {error}"
+            log.warning("live control: %s", message)
+            self.failures += 1
         elif active:
             refs = ", ".join(experiment.ref for experiment in active)
             reason, kind, message = "LiveControlApplied", "Normal", f"volume {volume}: sections set by {refs}"
