@@ -259,10 +259,10 @@ class StubCluster:
         self.events: list[tuple[str, str]] = []
         self.statuses: dict[str, dict[str, Any]] = {}
 
-    def read_namespaced_pod(self, name: str, namespace: str) -> Any:
+    def read_namespaced_pod(self, name: str, namespace: str, **_options: Any) -> Any:
         return self.pod
 
-    def create_namespaced_event(self, namespace: str, body: Any) -> None:
+    def create_namespaced_event(self, namespace: str, body: Any, **_options: Any) -> None:
         self.events.append((body.involved_object.kind, body.reason))
 
     def patch_namespaced_custom_object_status(self, *arguments: Any, **_options: Any) -> None:

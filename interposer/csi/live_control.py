@@ -66,6 +66,8 @@ RESYNC_SECONDS = 30.0
 WATCH_SECONDS = 300
 RETRY_SECONDS = 2.0
 CONTROL_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 10.0
+"""Seconds any API request may take: the client has no limit of its own, and a hung call would stall live control."""
 
 PHASE_APPLIED = "Applied"
 PHASE_REVERTED = "Reverted"
@@ -234,7 +236,9 @@ class LiveControl:
         while not self.stopping.is_set():
             try:
                 if version is None:
-                    listing: Any = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                    listing: Any = self.custom.list_cluster_custom_object(
+                        GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT
+                    )
                     with self.lock:
                         self.objects = {item["metadata"]["uid"]: item for item in listing["items"]}
                     version = listing["metadata"]["resourceVersion"]
@@ -248,6 +252,7 @@ class LiveControl:
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=WATCH_SECONDS,
+                    _request_timeout=WATCH_SECONDS + REQUEST_TIMEOUT,
                 )
                 for event in stream:
                     if event is None:
@@ -323,7 +328,9 @@ class LiveControl:
 
         if (namespace, name) not in cache:
             try:
-                cache[namespace, name] = self.serialize(self.core.read_namespaced_pod(name, namespace))
+                cache[namespace, name] = self.serialize(
+                    self.core.read_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+                )
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -475,7 +482,7 @@ class LiveControl:
         try:
             event = client.CoreV1Event.from_dict(body)
             assert event is not None, "a body was given"
-            self.core.create_namespaced_event(namespace, event)
+            self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             log.warning("live control: cannot record event %s on %s %s: %s", reason, object_kind, name, exc.reason)
 
@@ -515,6 +522,7 @@ class LiveControl:
                 experiment.name,
                 patch,
                 _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             if exc.status not in (404, 409):
