@@ -144,7 +144,21 @@ def test_chart_scrapes_each_server_pod_and_lets_the_plugin_manage_only_pods(helm
     node_account = plugin_pod["serviceAccountName"]
     bindings = [b for b in by_kind(manifests, "RoleBinding") if b["subjects"][0]["name"] == node_account]
     [binding] = bindings
-    assert not [b for b in by_kind(manifests, "ClusterRoleBinding") if b["subjects"][0]["name"] == node_account]
+    # Cluster-wide, the plugin only reads (live control: VolumeExperiments, and the pods whose labels select
+    # them), writes VolumeExperiments' status and records Events: it makes and deletes pods in its namespace only.
+    cluster_wide = {
+        (resource, verb)
+        for cluster_binding in by_kind(manifests, "ClusterRoleBinding")
+        if cluster_binding["subjects"][0]["name"] == node_account
+        for cluster_role in by_kind(manifests, "ClusterRole")
+        if cluster_role["metadata"]["name"] == cluster_binding["roleRef"]["name"]
+        for rule in cluster_role["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    live_control = {("volumeexperiments", verb) for verb in ("get", "list", "watch")}
+    live_control |= {("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create")}
+    assert cluster_wide == live_control
     [role] = [r for r in by_kind(manifests, "Role") if r["metadata"]["name"] == binding["roleRef"]["name"]]
     assert role["metadata"]["namespace"] == settings.namespace == manifest["metadata"]["namespace"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "delete"]}]
