@@ -11,15 +11,16 @@ cd "$(dirname "$0")"
 
 # Debian's python3 is used, not whatever python3 is first on PATH: it is the same on every
 # Debian machine, the nobody user can run it, and libpython3.11-testsuite gives it CPython's
-# own test suites, which the tests run inside the mount. Debian's prometheus and
-# prometheus-alertmanager are the real servers the metrics, dashboard and alert tests use;
-# chromium renders the HTML report in its test; jq is what the README's examples read JSON with.
+# own test suites, which the tests run inside the mount. chromium renders the HTML report in its
+# test; jq is what the README's examples read JSON with. Prometheus, Alertmanager, Jaeger and the
+# collector are built from their Go modules at the versions the charts deploy (tools/gobuild.toml),
+# not Debian's (Prometheus 2.42, Alertmanager 0.25).
 PYTHON=/usr/bin/python3
 SYSTEM_PACKAGES=(
   fuse3 libfuse3-dev pkg-config gcc
   python3 python3-dev python3-venv libpython3.11-testsuite
   fio attr tar jq
-  prometheus prometheus-alertmanager chromium
+  chromium
 )
 # The image is built with buildah (as root, overlay storage, chroot isolation: no daemon, no
 # cgroups) on a base image made with debootstrap.
@@ -113,6 +114,8 @@ case "$command" in
   demo)
     install_system_packages
     setup_python
+    # The local stack the demo starts (interposer stack up).
+    .venv/bin/python -m tools.gobuild prometheus alertmanager jaeger otelcol
     exec .venv/bin/interposer demo "${@:2}"
     ;;
   test)

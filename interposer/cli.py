@@ -240,12 +240,34 @@ def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.group()
 @_stack_options
+@click.option(
+    "--otlp-port", type=click.IntRange(1, 65535), default=4317, show_default=True, help="The collector's OTLP/gRPC."
+)
+@click.option(
+    "--jaeger-port", type=click.IntRange(1, 65535), default=16686, show_default=True, help="Jaeger's query API."
+)
+@click.option(
+    "--environment",
+    type=click.Choice(["default", "production"]),
+    default="default",
+    show_default=True,
+    help="The helmfile environment whose rendered configurations the programs run.",
+)
 @click.pass_context
-def stack(context: click.Context, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
-    """A local Prometheus and Alertmanager with the generated alert rules, scraping the running mounts."""
+def stack(
+    context: click.Context,
+    directory: Path,
+    prometheus_port: int,
+    alertmanager_port: int,
+    otlp_port: int,
+    jaeger_port: int,
+    environment: str,
+) -> None:
+    """The deployed observability stack on this machine: Prometheus with the alert rules, Alertmanager, Jaeger and
+    the OpenTelemetry Collector, each with the configuration helmfile.d renders for it."""
     from .local.stack import LocalStack
 
-    context.obj = LocalStack(directory, prometheus_port, alertmanager_port)
+    context.obj = LocalStack(directory, prometheus_port, alertmanager_port, otlp_port, jaeger_port, environment)
 
 
 @stack.command(name="up")
@@ -261,6 +283,8 @@ def stack_up(context: click.Context, webhook: str | None) -> None:
         _fail(str(exc))
     click.echo(f"Prometheus   {context.obj.prometheus_url}")
     click.echo(f"Alertmanager {context.obj.alertmanager_url}")
+    click.echo(f"Jaeger       {context.obj.jaeger_url}")
+    click.echo(f"OTLP         {context.obj.otlp_endpoint} (a mount's OTEL_EXPORTER_OTLP_ENDPOINT)")
     click.echo(f"scraping {len(targets)} mount(s): " + ", ".join(f"{m} ({t})" for m, t in targets.items()))
 
 

@@ -1,4 +1,5 @@
-"""A real Alertmanager (Debian's prometheus-alertmanager) delivering to a webhook receiver in the test."""
+"""A real Alertmanager (the version the charts deploy, built by tools/gobuild.py) delivering to a webhook receiver
+in the test."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from typing import Any
 
 import yaml
 
-from .conftest import require_command
 from .otlp import free_port
-from .servers import ready_server
+from .servers import built_program, ready_server
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _handler(webhook: Webhook) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_alertmanager(work: Path) -> Iterator[Alertmanager]:
     """Alertmanager on loopback (clustering off) routing every alert to a webhook in this process."""
-    binary = require_command("prometheus-alertmanager")
+    binary = built_program("alertmanager")
     webhook = Webhook()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(webhook))
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -1,4 +1,5 @@
-"""A real Prometheus (Debian's package) for tests: started on loopback, scraping given targets, queried by HTTP."""
+"""A real Prometheus (3.x, as the charts deploy it, built by tools/gobuild.py) for tests: started on loopback,
+scraping given targets, queried by HTTP."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import require_command
 from .otlp import free_port
-from .servers import ready_server
+from .servers import built_program, ready_server
 
 SCRAPE_INTERVAL_MS = 500
 """Time between scrapes: short, so a test waits for one scrape, not for minutes."""
@@ -97,7 +97,7 @@ def running_prometheus(
 ) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (job -> host:port) with exemplar storage on, evaluating ``rule_files``
     every scrape interval and sending alerts to ``alertmanager`` (host:port); stopped afterwards."""
-    binary = require_command("prometheus")
+    binary = built_program("prometheus")
     config = {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_MS}ms", "evaluation_interval": f"{SCRAPE_INTERVAL_MS}ms"},
         "scrape_configs": [

@@ -9,6 +9,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from interposer.local.stack import StackError, program
+
+from .conftest import require
+
+
+def built_program(name: str) -> str:
+    """A program of the stack as tools/gobuild.py builds it, the version the charts deploy (not Debian's
+    Prometheus 2.42 or Alertmanager 0.25, whatever PATH holds); missing, it fails in CI and skips elsewhere."""
+    try:
+        return program(name)
+    except StackError as error:
+        require(False, str(error))
+        raise
+
 
 def _ready(url: str) -> bool:
     try:

@@ -36,12 +36,15 @@ def _report(prometheus: Prometheus, output: Path, *selection: str) -> subprocess
 
 @pytest.fixture
 def stack(scratch: Path) -> Any:
-    ports = {"--prometheus-port": str(free_port()), "--alertmanager-port": str(free_port())}
+    ports = {
+        option: str(free_port())
+        for option in ("--prometheus-port", "--alertmanager-port", "--otlp-port", "--jaeger-port")
+    }
     command = ["stack", "--dir", str(scratch / "stack"), *(item for pair in ports.items() for item in pair)]
     yield command, Prometheus(f"http://127.0.0.1:{ports['--prometheus-port']}")
     stopped = interposer(*command, "down", timeout=60)
     assert stopped.returncode == 0
-    assert "stopped alertmanager, prometheus" in stopped.stdout
+    assert "stopped otelcol, jaeger, prometheus, alertmanager" in stopped.stdout
 
 
 def test_the_report_covers_one_mount_and_reads_like_a_dashboard(

@@ -1,0 +1,72 @@
+"""The deployed pipeline on one machine (``interposer stack up``): a real mount sends its telemetry over OTLP to the
+collector built here, which passes the spans on to the Jaeger built here and the span metrics to the Prometheus
+built here, each running the configuration helmfile.d renders for it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from interposer.local.stack import SERVICES, LocalStack, StackError, program
+
+from .conftest import MountFactory, require
+from .otlp import free_port
+from .prometheus import Prometheus
+
+DEADLINE = 120.0
+"""Seconds for a span to reach Jaeger and its span metrics Prometheus: the collector batches for 1 s, the
+span_metrics connector flushes every 15 s and the stack scrapes every 5 s."""
+
+
+def require_programs() -> None:
+    """Each program of the stack, as tools/gobuild.py builds it; missing ones fail in CI."""
+    for name in SERVICES:
+        try:
+            program(name)
+        except StackError as error:
+            require(False, str(error))
+
+
+def poll(what: str, probe: Any) -> Any:
+    """Call ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while not (found := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {DEADLINE:.0f} s")
+        time.sleep(0.5)
+    return found
+
+
+def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    require_programs()
+    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
+    service = f"pipeline-{scratch.name[-8:]}"
+    try:
+        stack.up()
+        mount = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_endpoint, "OTEL_SERVICE_NAME": service})
+        (mount.mountpoint / "data").write_bytes(b"x" * 65536)
+        assert (mount.mountpoint / "data").read_bytes() == b"x" * 65536
+        (mount.mountpoint / "dir").mkdir()
+
+        traces = poll(f"trace of {service} in Jaeger", lambda: stack.jaeger_traces(service))
+        spans = [span for trace in traces for span in trace["spans"]]
+        ids = {span["spanID"] for span in spans}
+        children = [
+            span
+            for span in spans
+            if any(ref["refType"] == "CHILD_OF" and ref["spanID"] in ids for ref in span.get("references", []))
+        ]
+        assert children, "no span has its parent in the trace"
+
+        prometheus = Prometheus(stack.prometheus_url)
+        calls = f'traces_span_metrics_calls_total{{service_name="{service}"}}'
+        poll(
+            f"calls of {service} counted in Prometheus' span metrics",
+            lambda: sum(float(item["value"][1]) for item in prometheus.query(calls)) > 0,
+        )
+        mount.stop()
+    finally:
+        assert set(stack.down()) <= set(SERVICES)
