@@ -10,6 +10,9 @@ This class is deliberately thin.  What it owns is the contract with pyfuse3:
   unknown handle is answered EBADF there;
 * protocol details that are not the backend's business, such as answering a
   failed lookup with a cacheable negative entry.
+
+Every request goes through the pipeline, the mount's reserved extended
+attributes included: the tracing layer answers those (``fuse/reserved.py``).
 """
 
 from __future__ import annotations
@@ -18,20 +21,17 @@ import contextlib
 import errno
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import pyfuse3
 
 from ..errnos import errno_of
-from ..layers.tracing.announcements import TraceContextXattr, is_reserved, visible
 from ..names import OpName
 from .pipeline import Pipeline
 from .request import Notes, Request, Resolver
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class InterposerFS(pyfuse3.Operations):
@@ -46,7 +46,6 @@ class InterposerFS(pyfuse3.Operations):
         *,
         negative_timeout: float = 0.0,
         writeback_cache: bool = False,
-        trace_context: TraceContextXattr | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -54,7 +53,6 @@ class InterposerFS(pyfuse3.Operations):
         self.enable_writeback_cache = writeback_cache
         self.internal_errors = 0
         self._negative_timeout = negative_timeout
-        self._trace_context = trace_context
 
     async def _run(self, request: Request) -> Any:
         """Resolve the request, send it through the pipeline, and give pyfuse3 the reply's value."""
@@ -260,18 +258,7 @@ class InterposerFS(pyfuse3.Operations):
         result: pyfuse3.StatvfsData = await self._run(self._request(OpName.STATFS, ctx, pyfuse3.ROOT_INODE))
         return result
 
-    def _reserved_xattr(self, answer: Callable[[TraceContextXattr], T]) -> T:
-        """Answer the trace-context protocol's xattr here: it is the mount's, never the backend's."""
-        if self._trace_context is None:
-            raise pyfuse3.FUSEError(errno.ENOTSUP)
-        try:
-            return answer(self._trace_context)
-        except OSError as exc:
-            raise pyfuse3.FUSEError(errno_of(exc)) from None
-
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if is_reserved(name):
-            return self._reserved_xattr(lambda xattr: xattr.set(inode, name, value, ctx.pid))
         request = self._request(OpName.SETXATTR, ctx, inode)
         request.size = len(value)
         request.xattr_name = name
@@ -279,8 +266,6 @@ class InterposerFS(pyfuse3.Operations):
         await self._run(request)
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if is_reserved(name):
-            return self._reserved_xattr(lambda xattr: xattr.get(inode, name, ctx.pid))
         request = self._request(OpName.GETXATTR, ctx, inode)
         request.xattr_name = name
         result: bytes = await self._run(request)
@@ -288,11 +273,9 @@ class InterposerFS(pyfuse3.Operations):
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         result: list[bytes] = await self._run(self._request(OpName.LISTXATTR, ctx, inode))
-        return visible(result)
+        return result
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        if is_reserved(name):
-            return self._reserved_xattr(lambda xattr: xattr.remove(inode, name, ctx.pid))
         request = self._request(OpName.REMOVEXATTR, ctx, inode)
         request.xattr_name = name
         await self._run(request)

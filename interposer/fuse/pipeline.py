@@ -10,7 +10,9 @@ neither: it reports to the layers outside it through ``notes``, passes a copy
 ``Reply`` to change the answer.  The chain is compiled into nested closures
 once, so a request pays one call per layer and nothing else; replacing the
 layers swaps the compiled chain in one assignment, which is what makes runtime
-reconfiguration atomic.
+reconfiguration atomic.  Every request goes this way, the mount's reserved
+extended attributes included: a layer answers them, and the end of the chain
+keeps them from the backend (``reserved``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from ..names import OpName
 from .request import Notes, Reply, Request
+from .reserved import is_reserved, unanswered, visible
 
+_LISTXATTR = OpName.LISTXATTR
 NextCall = Callable[[Request, Notes], Awaitable[Reply]]
 Terminal = Callable[[Request], Awaitable[Reply]]
 
@@ -38,8 +43,15 @@ def _bind(layer: Layer, call_next: NextCall) -> NextCall:
 
 
 def _terminal(backend: Terminal) -> NextCall:
+    """The backend's end of the chain: a reserved xattr name passes it in neither direction (``reserved``)."""
+
     async def call(request: Request, _notes: Notes) -> Reply:
-        return await backend(request)
+        if request.xattr_name and is_reserved(request.xattr_name):
+            raise unanswered(request.xattr_name)
+        reply = await backend(request)
+        if request.name is _LISTXATTR:
+            return reply.with_value(visible(reply.value))
+        return reply
 
     return call
 

@@ -52,7 +52,7 @@ class Outlets:
     spans: SpanSink | None = None
     sample_ratio: float = 1.0
     contexts: CallerContexts | None = None
-    """The trace contexts callers announced or inherited: tracing continues them when ``tracing.propagation``."""
+    """The trace contexts callers announce (the tracing layer answers the protocol) or inherit."""
     metrics: MetricsSetup | None = None
 
 
@@ -87,8 +87,7 @@ def _tracing(made: Materials, _now: tuple[Layer, ...]) -> tuple[Layer, ...]:
     outlets = made.outlets
     if outlets.spans is None:
         return ()
-    contexts = outlets.contexts if made.config.tracing.propagation else None
-    return (TracingLayer(outlets.spans, made.config.tracing, outlets.sample_ratio, contexts),)
+    return (TracingLayer(outlets.spans, made.config.tracing, outlets.sample_ratio, outlets.contexts),)
 
 
 def _metrics(made: Materials, _now: tuple[Layer, ...]) -> tuple[Layer, ...]:

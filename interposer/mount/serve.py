@@ -26,7 +26,6 @@ from ..config import ConfigError, InterposerConfig, TracingConfig
 from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Pipeline
 from ..layers.metrics.setup import MetricsSetup, build_metrics
-from ..layers.tracing.announcements import TraceContextXattr
 from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.records import session_record
 from ..layers.tracing.setup import TracingSetup, build_tracing, exporter_kind
@@ -183,7 +182,6 @@ class Mount:
             self.backend,
             negative_timeout=config.cache.negative_timeout,
             writeback_cache=config.cache.writeback_cache,
-            trace_context=TraceContextXattr(self.contexts),
         )
         self.control = ControlServer(
             config.control.socket or socket_path_for(self.mountpoint),

@@ -24,6 +24,7 @@ from interposer.fuse.request import Notes, Request
 from interposer.layers.metrics.histogram import RequestHistogram
 from interposer.layers.metrics.layer import MetricsLayer
 from interposer.layers.metrics.setup import MetricsSetup
+from interposer.layers.tracing.propagation import CallerContexts
 from interposer.layers.tracing.records import SpanData, span_data
 from interposer.mount.reconfigure import LayerStack
 from interposer.mount.registry import Outlets
@@ -82,7 +83,10 @@ class InProcessStack:
             self.duration = RequestHistogram(OPERATION_DURATION, DURATION_BUCKETS)
             throttle_wait = RequestHistogram(THROTTLE_WAIT, DURATION_BUCKETS)
             metrics = MetricsSetup(provider, provider.get_meter("test"), self.duration, throttle_wait)
-            outlets = Outlets(self.health, spans=self.sink, sample_ratio=sample_ratio, metrics=metrics)
+            self.contexts = CallerContexts(self.config.tracing.context_cache_size)
+            outlets = Outlets(
+                self.health, spans=self.sink, sample_ratio=sample_ratio, contexts=self.contexts, metrics=metrics
+            )
         self.pipeline = Pipeline(self.backend)
         self.layers = LayerStack(self.pipeline, self.config, outlets, self.backend)
         self.fs = InterposerFS(self.pipeline, self.backend)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from typing import Any
 
 import pyfuse3
@@ -25,12 +26,13 @@ from interposer.names import (
     EVENT_THROTTLE,
     HANDLE_FILE,
     SPAN_FILE_SESSION,
+    TRACE_CONTEXT_XATTR,
     OpName,
 )
 
 from ..layers.seen import SeenRequests
 from .conftest import StackFactory
-from .stack import CALLER
+from .stack import CALLER, Caller
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -190,3 +192,28 @@ def test_a_switched_off_layer_is_out_of_the_chain_and_keeps_its_state(make_stack
     stack.layers.switch("faults", True)
     assert stack.layers.faults is faults
     assert stack.errno_of(lambda: stack.fs.getattr(ROOT, CALLER)) == errno.EIO
+
+
+def test_the_trace_context_xattr_is_answered_by_tracing_and_never_reaches_the_backend(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    root, name = str(stack.backing), TRACE_CONTEXT_XATTR.encode()
+    me: Any = Caller(pid=threading.get_native_id())  # an announcement is keyed by a live thread
+    os.setxattr(root, name, b"set from outside")
+    context = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    stack.run(lambda: stack.fs.setxattr(ROOT, name, context, me))
+    assert stack.run(lambda: stack.fs.getxattr(ROOT, name, me)) == context
+    assert stack.errno_of(lambda: stack.fs.setxattr(ROOT, name, b"nonsense", me)) == errno.EINVAL
+    stack.run(lambda: stack.fs.removexattr(ROOT, name, me))
+    assert stack.errno_of(lambda: stack.fs.getxattr(ROOT, name, me)) == errno.ENODATA
+    assert stack.sink.records == [], "the announcements are neither spans ..."
+    assert sum(sum(series.counts) for series in stack.duration.series.values()) == 0, "... nor measurements"
+    assert name not in stack.run(lambda: stack.fs.listxattr(ROOT, me))
+    assert os.getxattr(root, name) == b"set from outside", "the backing directory's own is untouched"
+
+    stack.layers.switch("tracing", False)
+    assert stack.errno_of(lambda: stack.fs.setxattr(ROOT, name, context, me)) == errno.ENOTSUP
+    assert stack.errno_of(lambda: stack.fs.getxattr(ROOT, name, me)) == errno.ENOTSUP
+    assert name not in stack.run(lambda: stack.fs.listxattr(ROOT, me))
+    assert os.getxattr(root, name) == b"set from outside"

@@ -17,8 +17,11 @@ of ``setxattr``, where pyfuse3 gives ``write`` none), with no handle and no
 directory entry to hide from listings.  The price: for a ``user.*`` attribute
 the kernel first checks that the caller may write the root directory.
 
-The name never reaches the backend: it is answered here, and filtered out of
-``listxattr`` (should the backing directory carry it, set from outside).
+The tracing layer answers it (``TraceContextXattr.answer``), first thing, so
+the announcement itself is neither a span nor a measurement, and no fault or
+throttle acts on it.  The name never reaches the backend: the end of the
+pipeline refuses what no layer answered and filters it out of ``listxattr``
+(``fuse/reserved.py``).
 """
 
 from __future__ import annotations
@@ -27,21 +30,10 @@ import errno
 
 import pyfuse3
 
-from ...names import TRACE_CONTEXT_XATTR
+from ...fuse.request import NONE, Reply, Request
+from ...fuse.reserved import FOR_THREAD, TRACE_CONTEXT
+from ...names import TRACE_CONTEXT_XATTR, OpName
 from .propagation import CallerContexts, thread_group
-
-_NAME = TRACE_CONTEXT_XATTR.encode()
-_FOR_THREAD = _NAME + b"."
-
-
-def is_reserved(name: bytes) -> bool:
-    """Whether an xattr name is the protocol's, and so never the backend's."""
-    return name == _NAME or name.startswith(_FOR_THREAD)
-
-
-def visible(names: list[bytes]) -> list[bytes]:
-    """An xattr listing without the reserved names."""
-    return [name for name in names if not is_reserved(name)]
 
 
 def _error(code: int, why: str) -> OSError:
@@ -53,6 +45,17 @@ class TraceContextXattr:
 
     def __init__(self, contexts: CallerContexts) -> None:
         self._contexts = contexts
+
+    def answer(self, request: Request) -> Reply:
+        """Answer a setxattr, getxattr or removexattr of a reserved name (``fuse.reserved.is_reserved``)."""
+        name, inode, caller = request.xattr_name, request.inode, request.pid
+        if request.name is OpName.SETXATTR:
+            self.set(inode, name, request.data, caller)
+            return NONE
+        if request.name is OpName.GETXATTR:
+            return Reply(self.get(inode, name, caller))
+        self.remove(inode, name, caller)
+        return NONE
 
     def set(self, inode: int, name: bytes, value: bytes, caller: int) -> None:
         """Announce: the value is a W3C traceparent, optionally a newline and a tracestate."""
@@ -82,9 +85,9 @@ class TraceContextXattr:
             raise _error(errno.EPERM, "announce on the mount root")
         if not caller:
             raise _error(errno.EPERM, "the mount cannot see the calling process (another pid namespace)")
-        if name == _NAME:
+        if name == TRACE_CONTEXT:
             return caller
-        suffix = name[len(_FOR_THREAD) :]
+        suffix = name[len(FOR_THREAD) :]
         if not suffix.isdigit():
             raise _error(errno.EINVAL, "the suffix must be a thread id")
         tid = int(suffix)

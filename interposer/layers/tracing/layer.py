@@ -27,6 +27,11 @@ export process, off the request thread (docs/performance.md).  Parent spans
 too: while a segment is open only its ids exist; its record, with the
 summary, is handed over when it ends.
 
+The trace-context protocol's reserved xattr (``announcements``) is answered
+here, before anything else: the announcement is how a caller's trace reaches
+the mount, not file I/O of the caller's, so it makes no span and, answered
+outside them, no measurement, fault or throttle wait.
+
 Being the outermost layer, a span covers throttle waits and injected faults;
 layers inside report those through the request's ``Notes``.  What the span
 says about the request (paths, caller, handle inode) was resolved at entry,
@@ -48,6 +53,7 @@ from ...errnos import errno_of, errno_symbol
 from ...fuse.callers import ProcessNames
 from ...fuse.pipeline import NextCall
 from ...fuse.request import Notes, Reply, Request
+from ...fuse.reserved import is_reserved
 from ...names import (
     ATTR_COMMAND,
     ATTR_FILE_INODE,
@@ -73,6 +79,7 @@ from ...names import (
     OpName,
     is_expected_failure,
 )
+from .announcements import TraceContextXattr
 from .propagation import CallerContexts, RemoteParent
 from .records import Events, operation_record, session_record
 
@@ -141,6 +148,8 @@ class TracingLayer:
     def __init__(
         self, sink: SpanSink, config: TracingConfig, ratio: float, contexts: CallerContexts | None = None
     ) -> None:
+        """``contexts``: the trace contexts callers announce (answered whatever ``propagation`` says, as ever) and
+        inherit; parent spans continue them only with ``propagation``.  None: no announcements are taken."""
         self._sink = sink
         self._ratio = ratio
         self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
@@ -155,13 +164,16 @@ class TracingLayer:
         self._keep_errors = KEEP_ERRORS in config.always_keep
         self._keep_negative_lookups = KEEP_NEGATIVE_LOOKUPS in config.always_keep
         self._keep_faults = KEEP_FAULTS in config.always_keep
-        self._contexts = contexts
-        if contexts is not None:
-            contexts.on_change(self._context_announced)
+        self._announcements = None if contexts is None else TraceContextXattr(contexts)
+        self._contexts = contexts if config.propagation else None
+        if self._contexts is not None:
+            self._contexts.on_change(self._context_announced)
         self.kept = 0
         self.sampled_out = 0
 
     async def __call__(self, op: Request, notes: Notes, call_next: NextCall) -> Reply:
+        if op.xattr_name and self._announcements is not None and is_reserved(op.xattr_name):
+            return self._announcements.answer(op)
         start = _clock()
         group = self._group_for(op, start)
         if group.operations >= self._max_operations or start >= group.deadline:
