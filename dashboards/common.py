@@ -122,9 +122,34 @@ def template_variables() -> core.Templating:
     return core.Templating(list=[source, *filters, jaeger])
 
 
-def dashboard(uid: str, title: str, description: str, panels: Sequence[core.Panel]) -> core.Dashboard:
+def prometheus_annotation(name: str, expr: str, title: str, text: str, tag_keys: Sequence[str]) -> dict[str, Any]:
+    """An annotation query of the Prometheus data source: an event wherever ``expr`` is above zero.
+
+    The fields are those Grafana's Prometheus annotation support reads (packages/grafana-prometheus/src/
+    annotations.ts): the query in ``target``, and ``titleFormat``, ``textFormat`` and ``tagKeys`` (comma-separated
+    label names) beside it, rendered with the series' labels like a legend."""
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": "orange",
+        "target": {"refId": "Annotations", "expr": expr},
+        "titleFormat": title,
+        "textFormat": text,
+        "tagKeys": ",".join(tag_keys),
+    }
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: Sequence[core.Panel],
+    annotations: Sequence[dict[str, Any]] = (),
+) -> core.Dashboard:
     """A dashboard with the shared variables and a link to the others (they share the tag)."""
     return core.Dashboard(
+        annotations=core.Annotations(list=list(annotations)),
         uid=uid,
         title=title,
         description=description,

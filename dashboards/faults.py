@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from grafanalib import core
 
+from interposer.csi.metrics import LIVE_CONTROL_ACTION, LIVE_CONTROL_CHANGES_TOTAL, LIVE_CONTROL_RESULT
 from interposer.names import (
     ATTR_FAULT,
     ATTR_THROTTLE_LIMIT,
@@ -13,11 +14,20 @@ from interposer.names import (
     expected_failures_text,
 )
 
-from .common import OPERATION, RATE_WINDOW, dashboard, selector, targets, unexpected_failures
+from .common import OPERATION, RATE_WINDOW, dashboard, prometheus_annotation, selector, targets, unexpected_failures
 from .panels import grid, timeseries
 
 FAULT_TYPE = FAULTS_INJECTED.label(ATTR_FAULT)
 LIMIT = THROTTLE_WAIT.label(ATTR_THROTTLE_LIMIT)
+LIVE_CONTROL_CHANGES = prometheus_annotation(
+    "VolumeExperiments",
+    f"sum by ({LIVE_CONTROL_ACTION}, {LIVE_CONTROL_RESULT}) (increase({LIVE_CONTROL_CHANGES_TOTAL}[{RATE_WINDOW}])) > 0",
+    f"VolumeExperiment {{{{{LIVE_CONTROL_ACTION}}}}}",
+    f"{{{{{LIVE_CONTROL_ACTION}}}}} of a VolumeExperiment's sections on volumes: {{{{{LIVE_CONTROL_RESULT}}}}} "
+    "(kubectl get events --field-selector involvedObject.kind=VolumeExperiment says which)",
+    (LIVE_CONTROL_ACTION, LIVE_CONTROL_RESULT),
+)
+"""Marks where the node plugins applied or reverted a VolumeExperiment (live control, docs/faults.md)."""
 
 
 def build() -> core.Dashboard:
@@ -83,4 +93,5 @@ def build() -> core.Dashboard:
                 grid(12, 9, 12, 9),
             ),
         ],
+        annotations=[LIVE_CONTROL_CHANGES],
     )

@@ -49,12 +49,17 @@ def test_dashboards_type_check_against_grafana_schema() -> None:
     require((TYPECHECK / "node_modules" / "@grafana" / "schema").is_dir(), "npm packages in dashboards/typecheck")
     node = require_command("node")
     lines = [
-        'import type { Dashboard } from "@grafana/schema";',
+        'import type { AnnotationQuery, Dashboard, DataQuery } from "@grafana/schema";',
         "type Json<T> = T extends string ? `${T}` : T extends readonly (infer U)[] ? Json<U>[]",
         "  : T extends object ? { [K in keyof T]: Json<T[K]> } : T;",
+        # @grafana/schema types an annotation's query as a bare DataQuery; the Prometheus data source's
+        # annotation support (packages/grafana-prometheus/src/annotations.ts) reads these fields besides.
+        "type PrometheusAnnotation = Json<Omit<AnnotationQuery, 'target'>> & { target: Json<DataQuery> & "
+        "{ expr: string }; titleFormat?: string; textFormat?: string; tagKeys?: string };",
+        "type Checked = Omit<Json<Dashboard>, 'annotations'> & { annotations?: { list?: PrometheusAnnotation[] } };",
     ]
     for index, path in enumerate(sorted(dashboard_files.OUTPUT.glob("*.json"))):
-        lines.append(f"export const dashboard{index}: Json<Dashboard> = {path.read_text().strip()};")
+        lines.append(f"export const dashboard{index}: Checked = {path.read_text().strip()};")
     check = TYPECHECK / "dashboards.generated.ts"
     check.write_text("\n".join(lines) + "\n")
     try:
@@ -296,3 +301,43 @@ def test_the_error_panels_leave_the_expected_failures_out(tmp_path: Path) -> Non
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
     tested = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_live_control_annotation_marks_each_apply_and_revert(tmp_path: Path) -> None:
+    """The Faults dashboard's annotation query, evaluated by promtool on a node plugin's counter: an event with
+    its action and result wherever a VolumeExperiment was applied or reverted, nothing where none was."""
+    promtool = require_command("promtool")
+    [annotation] = json.loads((dashboard_files.OUTPUT / "faults-and-throttling.json").read_text())["annotations"][
+        "list"
+    ]
+    expr = annotation["target"]["expr"].replace("$__rate_interval", "4m")  # 4 scrapes: Grafana's least
+    changes = "cnfs_csi_live_control_changes_total"
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [  # one apply at minute 3, one revert at minute 12
+                    {"series": f'{changes}{{action="apply", result="ok"}}', "values": "0 0 0 1+0x12"},
+                    {"series": f'{changes}{{action="revert", result="ok"}}', "values": "0+0x11 1+0x3"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "3m",
+                        "exp_samples": [{"labels": '{action="apply", result="ok"}', "value": 1}],
+                    },
+                    {"expr": expr, "eval_time": "10m", "exp_samples": []},
+                    {
+                        "expr": expr,
+                        "eval_time": "12m",
+                        "exp_samples": [{"labels": '{action="revert", result="ok"}', "value": 1}],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    tested = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert set(annotation["tagKeys"].split(",")) == {"action", "result"}

@@ -12,6 +12,8 @@ RPC_TOTAL = "cnfs_csi_rpc_total"
 VOLUMES_ABNORMAL = "cnfs_csi_volumes_abnormal"
 SERVERS_LOST_TOTAL = "cnfs_csi_volume_servers_lost_total"
 LIVE_CONTROL_CHANGES_TOTAL = "cnfs_csi_live_control_changes_total"
+LIVE_CONTROL_ACTION = "action"
+LIVE_CONTROL_RESULT = "result"
 
 rpcs = Counter(RPC_TOTAL.removesuffix("_total"), "CSI calls served, by method and gRPC code.", ["method", "code"])
 servers_lost = Counter(
@@ -23,7 +25,7 @@ live_control_changes = Counter(
     LIVE_CONTROL_CHANGES_TOTAL.removesuffix("_total"),
     "Volumes whose runtime sections VolumeExperiments changed: apply (a resource's sections) or revert (the "
     "volume's own), by result (ok, failed).",
-    ["action", "result"],
+    [LIVE_CONTROL_ACTION, LIVE_CONTROL_RESULT],
 )
 
 
