@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import re
 import signal
 import subprocess
 import time
@@ -378,19 +377,6 @@ def test_ctl_status_reports_the_mount(mounted: MountProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert f'"backing": "{mounted.backing}"' in result.stdout
     assert '"inodes": 1' in result.stdout
-
-
-def test_demo_runs_end_to_end(scratch: Path) -> None:
-    require_fuse()
-    result = interposer("demo", "--workdir", str(scratch / "demo"), timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"its metrics: http://127\.0\.0\.1:\d+/metrics \(interposer ctl .* status", result.stdout)
-    assert "checksums ok 50/50" in result.stdout
-    assert "demo succeeded" in result.stdout
-    assert "slowest operations:" in result.stdout
-    assert "errors per errno:" in result.stdout
-    assert mount_at(scratch / "demo" / "mnt") is None
-    assert len(list((scratch / "demo" / "backing" / "archive").iterdir())) == 20
 
 
 @pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.layers.metrics.reference"])
