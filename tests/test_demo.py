@@ -51,7 +51,8 @@ def test_the_demo_shows_the_alert_a_trace_and_a_report_with_plots(scratch: Path,
     assert "demo succeeded" in output, output
     assert seconds < 120, f"the demo took {seconds:.0f} s"
     checked = re.search(r"checksums ok (\d+)/(\d+)", output)
-    assert checked and checked.group(1) == checked.group(2) != "0", "data read back differs from what was written"
+    assert checked, output
+    assert checked.group(1) == checked.group(2) != "0", "data read back differs from what was written"
     assert re.search(r"its metrics: http://127\.0\.0\.1:\d+/metrics \(interposer ctl .* status", output), output
     assert mount_at(scratch / "demo" / "mnt") is None, "the demo left its mount behind"
 
