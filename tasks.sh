@@ -105,7 +105,7 @@ generate() {
   .venv/bin/python -m dashboards
   .venv/bin/python -m alerts
   .venv/bin/python -m interposer.config_reference
-  .venv/bin/python -m interposer.layers.metrics.reference
+  .venv/bin/python -m interposer.metrics_reference
   .venv/bin/python -m interposer.csi.crd
 }
 

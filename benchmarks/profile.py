@@ -8,6 +8,7 @@ mix), and splits the server's busy time by where each function lives:
 * ``pyfuse3 and trio``: the binding's request loop and the event loop;
 * ``adapter``: interposer/fuse (decoding a request, the pipeline's calls);
 * one stage per layer: interposer/layers/<name>;
+* ``telemetry``: handing kept spans over to the export machinery (interposer/telemetry, the span shipper);
 * ``backend``: the backends' Python (interposer/backends);
 * ``syscalls``: the system calls the server makes (``os``/``posix`` built-ins);
 * ``other``: everything else the process runs (shared helpers, the SDK).
@@ -36,6 +37,7 @@ STAGE_FRAMEWORK = "pyfuse3 and trio"
 STAGE_ADAPTER = "adapter"
 STAGE_BACKEND = "backend"
 STAGE_SYSCALLS = "syscalls"
+STAGE_TELEMETRY = "telemetry"
 STAGE_OTHER = "other"
 LAYER_STAGE_PREFIX = "layer "
 ADAPTER_MODULE = "/interposer/fuse/adapter.py"
@@ -67,6 +69,8 @@ def stage_of(filename: str, function: str) -> str | None:
         return STAGE_ADAPTER
     if "/interposer/backends/" in path:
         return STAGE_BACKEND
+    if "/interposer/telemetry/" in path:
+        return STAGE_TELEMETRY
     layer, separator, _module = path.partition("/interposer/layers/")[2].partition("/")
     if separator:
         return LAYER_STAGE_PREFIX + layer

@@ -19,6 +19,7 @@ from benchmarks.profile import (
     STAGE_FRAMEWORK,
     STAGE_OTHER,
     STAGE_SYSCALLS,
+    STAGE_TELEMETRY,
     stage_of,
 )
 from benchmarks.real import COMMITS, DEFAULT, PAIRS, SUBJECTS, RealSettings
@@ -92,6 +93,7 @@ def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
         ("/src/interposer/fuse/adapter.py", "lookup", STAGE_ADAPTER),
         ("/src/interposer/layers/tracing/layer.py", "__call__", LAYER_STAGE_PREFIX + "tracing"),
         ("/src/interposer/backends/passthrough.py", "read", STAGE_BACKEND),
+        ("/src/interposer/telemetry/shipper.py", "add", STAGE_TELEMETRY),
         ("~", "<built-in method posix.pread>", STAGE_SYSCALLS),
         ("~", "<method 'poll' of 'select.epoll' objects>", None),
         ("/src/interposer/names.py", "x", STAGE_OTHER),

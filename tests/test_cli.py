@@ -14,10 +14,10 @@ import pytest
 
 from interposer import __version__
 from interposer.config import InterposerConfig
-from interposer.layers.tracing.shipper import EXIT_TIMEOUT
-from interposer.layers.tracing.spanfile import rotated
 from interposer.mount.child import MountProcess
 from interposer.mount.table import is_stale, mount_at
+from interposer.telemetry.shipper import EXIT_TIMEOUT
+from interposer.telemetry.spanfile import rotated
 
 from .conftest import MountFactory, interposer, require_fuse, wait_for
 from .otlp import free_port
@@ -379,7 +379,7 @@ def test_ctl_status_reports_the_mount(mounted: MountProcess) -> None:
     assert '"inodes": 1' in result.stdout
 
 
-@pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.layers.metrics.reference"])
+@pytest.mark.parametrize("module", ["interposer.config_reference", "interposer.metrics_reference"])
 def test_generated_reference_pages_are_fresh(module: str) -> None:
     """docs/configuration.md follows the config model; docs/metrics.md follows the names module."""
     from interposer.docgen import updated

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from interposer.layers.tracing.spanfile import rotated
 from interposer.local.traces import load_spans
 from interposer.mount import kept_spans
 from interposer.mount.kept_spans import STATE_DIR_VARIABLE
 from interposer.names import SPAN_FILE_SESSION
+from interposer.telemetry.spanfile import rotated
 
 from .conftest import MountFactory, interposer
 

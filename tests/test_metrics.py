@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from interposer.layers.metrics.prometheus import DEFAULT_PORT
 from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
 from interposer.mount.table import mount_at
@@ -39,6 +38,7 @@ from interposer.names import (
     InstrumentKind,
     OpName,
 )
+from interposer.telemetry.prometheus import DEFAULT_PORT
 
 from . import scripted_io
 from .conftest import MountFactory, interposer, wait_for

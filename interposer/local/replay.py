@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from ..layers.tracing.spanfile import from_otlp_json
+from ..telemetry.spanfile import from_otlp_json
 from .spanlines import read_requests
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..layers.tracing.spanfile import rotated
+from ..telemetry.spanfile import rotated
 
 
 class SpanFileError(ValueError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..layers.tracing.spanfile import rotated
+from ..telemetry.spanfile import rotated
 from .control import INTERPOSER_FSTYPE
 from .table import mount_at
 

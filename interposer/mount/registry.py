@@ -33,11 +33,11 @@ from ..fuse.pipeline import Layer
 from ..layers.crash.journal import CrashJournal
 from ..layers.faults.layer import FaultLayer
 from ..layers.metrics.layer import MetricsLayer
-from ..layers.metrics.setup import MetricsSetup
 from ..layers.throttle.layer import ThrottleLayer
 from ..layers.tracing.layer import SpanSink, TracingLayer
 from ..layers.tracing.propagation import CallerContexts
-from ..telemetry import TelemetryHealth
+from ..telemetry.metrics_setup import MetricsSetup
+from ..telemetry.shared import TelemetryHealth
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,8 @@ from ..backends.protocol import Backend
 from ..config import ConfigError, InterposerConfig, TracingConfig
 from ..fuse.adapter import InterposerFS
 from ..fuse.pipeline import Pipeline
-from ..layers.metrics.setup import MetricsSetup, build_metrics
 from ..layers.tracing.propagation import CallerContexts
 from ..layers.tracing.records import session_record
-from ..layers.tracing.setup import TracingSetup, build_tracing, exporter_kind
-from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
 from ..names import (
     ATTR_RECONFIGURE_SECTIONS,
     ATTR_RECONFIGURE_SOURCE,
@@ -38,7 +35,10 @@ from ..names import (
     SIGNAL_TRACES,
     SPAN_RECONFIGURE,
 )
-from ..telemetry import TelemetryHealth, build_resource
+from ..telemetry.metrics_setup import MetricsSetup, build_metrics
+from ..telemetry.shared import TelemetryHealth, build_resource
+from ..telemetry.shipper import FINAL_EXPORT_TIMEOUT
+from ..telemetry.tracing_setup import TracingSetup, build_tracing, exporter_kind
 from . import kept_spans
 from .control import INTERPOSER_FSTYPE, ControlServer, socket_path_for
 from .reconfigure import LayerStack

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..layers.tracing.shipper import FINAL_EXPORT_TIMEOUT
 from ..procfs import running_start_time
+from ..telemetry.shipper import FINAL_EXPORT_TIMEOUT
 from .control import NoAnswerError, NotAMountError, ask, socket_path_for
 
 EXIT_WAIT = FINAL_EXPORT_TIMEOUT + 5

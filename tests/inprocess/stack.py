@@ -23,14 +23,14 @@ from interposer.fuse.pipeline import Pipeline
 from interposer.fuse.request import Notes, Request
 from interposer.layers.metrics.histogram import RequestHistogram
 from interposer.layers.metrics.layer import MetricsLayer
-from interposer.layers.metrics.setup import MetricsSetup
 from interposer.layers.tracing.propagation import CallerContexts
 from interposer.layers.tracing.records import SpanData, span_data
 from interposer.mount.reconfigure import LayerStack
 from interposer.mount.registry import Outlets
 from interposer.mount.serve import make_backend
 from interposer.names import DURATION_BUCKETS, OPERATION_DURATION, THROTTLE_WAIT, OpName
-from interposer.telemetry import TelemetryHealth
+from interposer.telemetry.metrics_setup import MetricsSetup
+from interposer.telemetry.shared import TelemetryHealth
 
 T = TypeVar("T")
 

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interposer.config import TracingConfig
-from interposer.layers.tracing.export_process import QueuedExport
 from interposer.layers.tracing.records import SpanData
 from interposer.names import SIGNAL_TRACES
-from interposer.telemetry import CountingSpanExporter, TelemetryHealth
+from interposer.telemetry.export_process import QueuedExport
+from interposer.telemetry.shared import CountingSpanExporter, TelemetryHealth
 
 from ..conftest import wait_for
 

@@ -49,7 +49,7 @@ from ...names import (
     TRAITS,
     OpName,
 )
-from ...telemetry import TelemetryHealth
+from ...telemetry.shared import TelemetryHealth
 from .histogram import RequestHistogram, Series
 
 _DIRECTORY_CHANGE = {OpName.MKDIR: 1, OpName.RMDIR: -1}

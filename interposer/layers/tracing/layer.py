@@ -95,7 +95,7 @@ _clock = time.time_ns
 
 
 class SpanSink(Protocol):
-    """Where kept records go (``shipper.SpanShipper``); ``add`` must never block."""
+    """Where kept records go (``telemetry.shipper.SpanShipper``); ``add`` must never block."""
 
     def add(self, record: tuple[Any, ...]) -> None: ...
 

@@ -5,7 +5,7 @@ a ``ReadableSpan``, its contexts and status), and exporting it in a thread of
 the same process costs more through the GIL: the exporter thread holds the
 GIL whenever the request thread comes back from a syscall.  So the request
 thread builds only a flat tuple of plain values, which ``marshal`` encodes
-in well under a microsecond, and the export process (``export_process``)
+in well under a microsecond, and the export process (``telemetry.export_process``)
 turns it into a span with the attributes the issue asks for
 (docs/performance.md).
 

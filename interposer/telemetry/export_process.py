@@ -1,4 +1,4 @@
-"""``python -m interposer.layers.tracing.export_process FD``: the mount's span export, in a process of its own.
+"""``python -m interposer.telemetry.export_process FD``: the mount's span export, in a process of its own.
 
 The mount (``shipper.SpanShipper``) starts it with one end of a
 ``SOCK_SEQPACKET`` socket pair as FD and sends, in order:
@@ -37,12 +37,12 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from pydantic import ValidationError
 
-from ... import __version__
-from ...config import ConfigError, TracingConfig
-from ...logs import configure_logging
-from ...names import SCOPE_NAME, SIGNAL_TRACES
-from ...telemetry import CountingSpanExporter, TelemetryHealth, otlp_exporter
-from .records import SpanData, span_data, to_span
+from .. import __version__
+from ..config import ConfigError, TracingConfig
+from ..layers.tracing.records import SpanData, span_data, to_span
+from ..logs import configure_logging
+from ..names import SCOPE_NAME, SIGNAL_TRACES
+from .shared import CountingSpanExporter, TelemetryHealth, otlp_exporter
 from .shipper import FINAL_EXPORT_TIMEOUT, MAX_MESSAGE
 from .spanfile import SpanFile
 

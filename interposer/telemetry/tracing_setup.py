@@ -15,9 +15,9 @@ from typing import Any
 import trio
 from opentelemetry.sdk.resources import Resource
 
-from ...config import TracingConfig
-from ...names import SIGNAL_TRACES
-from ...telemetry import TelemetryHealth, env, signal_variable
+from ..config import TracingConfig
+from ..names import SIGNAL_TRACES
+from .shared import TelemetryHealth, env, signal_variable
 from .shipper import SpanShipper
 
 log = logging.getLogger(__name__)

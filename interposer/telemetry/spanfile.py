@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from .records import SpanData
+from ..layers.tracing.records import SpanData
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode

@@ -24,10 +24,12 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from ... import __version__
-from ...config import ConfigError, MetricsConfig
-from ...names import DURATION_BUCKETS, OPERATION_DURATION, SCOPE_NAME, SIGNAL_METRICS, THROTTLE_WAIT
-from ...telemetry import (
+from .. import __version__
+from ..config import ConfigError, MetricsConfig
+from ..layers.metrics.histogram import DeltaState, HistogramSource, RequestHistogram
+from ..names import DURATION_BUCKETS, OPERATION_DURATION, SCOPE_NAME, SIGNAL_METRICS, THROTTLE_WAIT
+from .prometheus import DEFAULT_PORT, PrometheusEndpoint
+from .shared import (
     CountingMetricExporter,
     TelemetryHealth,
     env,
@@ -35,8 +37,6 @@ from ...telemetry import (
     otlp_exporter,
     signal_variable,
 )
-from .histogram import DeltaState, HistogramSource, RequestHistogram
-from .prometheus import DEFAULT_PORT, PrometheusEndpoint
 
 log = logging.getLogger(__name__)
 

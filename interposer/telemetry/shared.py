@@ -27,8 +27,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .config import ConfigError, OtlpSection
-from .names import (
+from ..config import ConfigError, OtlpSection
+from ..names import (
     K8S_ENVIRONMENT,
     RESOURCE_BACKING,
     RESOURCE_MOUNTPOINT,

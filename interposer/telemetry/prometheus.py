@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.samples import Exemplar
 
-from ...config import ConfigError
-from ...names import RESOURCE_LABELS, prometheus_label, prometheus_unit
-from .histogram import HistogramSource, RequestHistogram
+from ..config import ConfigError
+from ..layers.metrics.histogram import HistogramSource, RequestHistogram
+from ..names import RESOURCE_LABELS, prometheus_label, prometheus_unit
 
 DEFAULT_PORT = 9464
 """The port OpenTelemetry specifies for the Prometheus exporter."""

@@ -30,9 +30,9 @@ from typing import Any
 import trio
 from opentelemetry.sdk.resources import Resource
 
-from ...config import ConfigError, TracingConfig
-from ...names import SIGNAL_TRACES
-from ...telemetry import TelemetryHealth
+from ..config import ConfigError, TracingConfig
+from ..names import SIGNAL_TRACES
+from .shared import TelemetryHealth
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SpanShipper:
         try:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "interposer.layers.tracing.export_process", str(theirs.fileno())],
+                [sys.executable, "-m", "interposer.telemetry.export_process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 cwd="/",

@@ -1,6 +1,6 @@
 """Render the metric reference in docs/metrics.md from the names module.
 
-``python -m interposer.layers.metrics.reference`` rewrites the generated part of the
+``python -m interposer.metrics_reference`` rewrites the generated part of the
 page: every metric as Prometheus stores it.  A test fails when the page is
 stale, and another proves the names against a real Prometheus.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from ...docgen import DOCS, rewrite
-from ...names import INSTRUMENTS, Instrument, InstrumentKind
+from .docgen import DOCS, rewrite
+from .names import INSTRUMENTS, Instrument, InstrumentKind
 
 PAGE = DOCS / "metrics.md"
-COMMAND = "python -m interposer.layers.metrics.reference"
+COMMAND = "python -m interposer.metrics_reference"
 
 
 def _series(instrument: Instrument) -> str:
