@@ -34,6 +34,9 @@ L = TypeVar("L")
 
 @runtime_checkable
 class _Closing(Protocol):
+    """A layer that holds something to let go of when dropped or unmounted (tracing's open parent spans, the
+    journal's descriptors)."""
+
     def close(self) -> None: ...
 
 
