@@ -21,7 +21,8 @@ FAULT_TYPE = FAULTS_INJECTED.label(ATTR_FAULT)
 LIMIT = THROTTLE_WAIT.label(ATTR_THROTTLE_LIMIT)
 LIVE_CONTROL_CHANGES = prometheus_annotation(
     "VolumeExperiments",
-    f"sum by ({LIVE_CONTROL_ACTION}, {LIVE_CONTROL_RESULT}) (increase({LIVE_CONTROL_CHANGES_TOTAL}[{RATE_WINDOW}])) > 0",
+    f"sum by ({LIVE_CONTROL_ACTION}, {LIVE_CONTROL_RESULT}) "
+    f"(increase({LIVE_CONTROL_CHANGES_TOTAL}[{RATE_WINDOW}])) > 0",
     f"VolumeExperiment {{{{{LIVE_CONTROL_ACTION}}}}}",
     f"{{{{{LIVE_CONTROL_ACTION}}}}} of a VolumeExperiment's sections on volumes: {{{{{LIVE_CONTROL_RESULT}}}}} "
     "(kubectl get events --field-selector involvedObject.kind=VolumeExperiment says which)",
