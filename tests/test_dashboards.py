@@ -262,7 +262,7 @@ def test_expected_failures_never_count_in_the_error_ratio(tmp_path: Path) -> Non
 def test_the_error_panels_leave_the_expected_failures_out(tmp_path: Path) -> None:
     """The error-ratio, errors-by-errno and organic-error panels, evaluated by promtool on synthetic series: a
     write workload's getxattr probes (ENODATA) and a lookup's ENOENT are not errors there."""
-    promtool = require_command("promtool")
+    promtool = built_program("promtool")
     panels = {
         panel["title"]: panel["targets"]
         for path in dashboard_files.OUTPUT.glob("*.json")
@@ -306,7 +306,7 @@ def test_the_error_panels_leave_the_expected_failures_out(tmp_path: Path) -> Non
 def test_the_live_control_annotation_marks_each_apply_and_revert(tmp_path: Path) -> None:
     """The Faults dashboard's annotation query, evaluated by promtool on a node plugin's counter: an event with
     its action and result wherever a VolumeExperiment was applied or reverted, nothing where none was."""
-    promtool = require_command("promtool")
+    promtool = built_program("promtool")
     [annotation] = json.loads((dashboard_files.OUTPUT / "faults-and-throttling.json").read_text())["annotations"][
         "list"
     ]
