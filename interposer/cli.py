@@ -614,7 +614,8 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
 @click.option(
     "--kubeconfig",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="The Kubernetes API for live control, when not in a cluster [default: in-cluster credentials].",
+    help="The Kubernetes API for live control and --server-pods, when not in a cluster [default: in-cluster "
+    "credentials].",
 )
 def csi(
     endpoint: str,
@@ -657,7 +658,9 @@ def csi(
         roots = NodeRoots(kubelet=kubelet_dir, host=host_root, volumes=volumes, state=state_dir)
         name = node_id or socket.gethostname()
         try:
-            supervisor = supervisor_for(name, state_dir, server_cgroup, server_pods, publish_timeout, probe_timeout)
+            supervisor = supervisor_for(
+                name, state_dir, server_cgroup, server_pods, publish_timeout, probe_timeout, kubeconfig
+            )
         except ValueError as exc:
             _fail(str(exc))
         node = NodeService(name, roots, supervisor, max_volumes)

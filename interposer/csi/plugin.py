@@ -15,15 +15,24 @@ def supervisor_for(
     server_pods: Path | None,
     ready_timeout: float,
     probe_timeout: float,
+    kubeconfig: Path | None,
 ) -> Supervisor:
-    """The supervisor of the volumes' servers; raises ValueError on a bad --server-pods file."""
+    """The supervisor of the volumes' servers; raises ValueError on a bad --server-pods file, or on pods
+    without a Kubernetes API (in-cluster credentials or ``kubeconfig``)."""
     launcher: Launcher
     if server_pods is not None and server_cgroup is not None:
         raise ValueError("--server-cgroup and --server-pods: allowed: one of them (local processes or pods)")
     if server_pods is not None:
+        from .live_control import client_for
         from .pods import PodLauncher, PodSettings
 
-        launcher = PodLauncher(PodSettings.load(server_pods), node, state_dir)
+        settings = PodSettings.load(server_pods)
+        api_client = client_for(kubeconfig)
+        if api_client is None:
+            raise ValueError(
+                "--server-pods: no Kubernetes API to create pods through (not in a cluster, no --kubeconfig)"
+            )
+        launcher = PodLauncher(settings, node, state_dir, api_client)
     else:
         launcher = LocalLauncher(server_cgroup)
     return Supervisor(state_dir / "interposers", launcher, ready_timeout, probe_timeout)

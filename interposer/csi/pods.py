@@ -166,15 +166,18 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
 
 
 class PodLauncher:
-    """Servers as pods, made and deleted with the official Kubernetes client (in-cluster credentials)."""
+    """Servers as pods, made and deleted with the official Kubernetes client.
+
+    ``api_client`` holds the plugin's credentials (in-cluster, or --kubeconfig): the same ones live control
+    uses, so one ServiceAccount's rules cover both.
+    """
 
     poll_interval = 0.5
 
-    def __init__(self, settings: PodSettings, node: str, state_dir: Path) -> None:
-        from kubernetes import client, config
+    def __init__(self, settings: PodSettings, node: str, state_dir: Path, api_client: Any) -> None:
+        from kubernetes import client
 
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        self.api = client.CoreV1Api()
+        self.api = client.CoreV1Api(api_client)
         self.settings = settings
         self.node = node
         self.sockets_dir = state_dir / "servers"
