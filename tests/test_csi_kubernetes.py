@@ -241,7 +241,7 @@ def kubeconfig_for(cluster: ControlPlane, account: str, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def setup(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_fuse()
-    for command in ("unshare", "setpriv", "ip"):
+    for command in ("unshare", "setpriv", "ip", "nsenter"):
         require_command(command)
     from kubernetes import client, config
 
@@ -261,6 +261,12 @@ def setup(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
                  if m["metadata"]["name"].endswith("-node")]  # fmt: skip
     applied = root / "chart.yaml"
     applied.write_text(yaml.safe_dump_all([m for m in manifests if m["kind"] in APPLIED_KINDS]))
+    deleted = root / "chart-but-crds.yaml"  # the CRD stays, as helm keeps it: later tests apply it again
+    deleted.write_text(
+        yaml.safe_dump_all(
+            [m for m in manifests if m["kind"] in APPLIED_KINDS and m["kind"] != "CustomResourceDefinition"]
+        )
+    )
     cluster.kubectl("create", "namespace", RELEASE_NAMESPACE)
     cluster.kubectl("create", "namespace", APP_NAMESPACE)
     cluster.kubectl("apply", "--server-side", "-f", str(applied))
@@ -283,7 +289,7 @@ def setup(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
                     cluster.kubectl("delete", "pod", "-n", RELEASE_NAMESPACE, "--ignore-not-found", "--wait=false",
                                     str(publication.pod))  # fmt: skip
     finally:
-        cluster.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", str(applied), check=False)
+        cluster.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", str(deleted), check=False)
         cluster.kubectl("delete", "namespace", RELEASE_NAMESPACE, APP_NAMESPACE, "--wait=false", check=False)
 
 
