@@ -26,6 +26,11 @@ class AlertConfig(Section):
 
     selector: str = Field("", description="Extra label matchers for every interposer series, e.g. 'cluster=\"prod\"'.")
     job_selector: str = Field('job=~".*interposer.*"', description="Matchers of the scrape job(s) of the interposers.")
+    volume_job_selector: str = Field(
+        'job=~".*interposer.*", job!~".*interposer-node"',
+        description="Matchers of the jobs whose targets serve volumes (the chart's volume-server pods, local mounts): "
+        "the ones that must export request metrics, unlike the CSI node plugins, which export their calls only.",
+    )
     benign_errnos: tuple[str, ...] = Field(
         ("ENOENT", "ENODATA", "EEXIST", "ENOTEMPTY", "EAGAIN"),
         description="Errnos that are normal answers (a lookup of a missing name), not trouble.",

@@ -114,7 +114,7 @@ def alerting_rules(config: AlertConfig) -> dict[str, Any]:
             _alert(
                 config,
                 "CnfsInterposerSilent",
-                f"up{_matchers(config, config.job_selector)} == 1 "
+                f"up{_matchers(config, config.volume_job_selector)} == 1 "
                 f"unless on (job, instance) count by (job, instance) ({count}{_matchers(config)})",
                 config.silent_for,
                 "warning",
