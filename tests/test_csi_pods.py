@@ -89,8 +89,9 @@ def test_server_pods_are_valid_unprivileged_and_hold_what_the_server_needs(helm:
     environment = {item["name"]: item["value"] for item in container["env"]}
     assert environment["K8S_POD_NAME"] == "web-0"
     assert environment["OTEL_EXPORTER_PROMETHEUS_PORT"] == str(settings.metrics_port)
-    # The chart sets a collector, which alone would make OTLP the only exporter: the port would be closed.
-    assert environment["OTEL_METRICS_EXPORTER"] == "prometheus,otlp"
+    # The chart sets a collector, which alone would make OTLP the only exporter: the port would be closed; and
+    # OTLP as well would bring every series to Prometheus twice.
+    assert environment["OTEL_METRICS_EXPORTER"] == "prometheus"
     [port] = container["ports"]
     assert port == {"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"}
     assert manifest["metadata"]["labels"][COMPONENT_LABEL] == COMPONENT

@@ -23,8 +23,7 @@ from kubernetes.client import V1Pod
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import yaml_error
-from ..names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE, SIGNAL_METRICS
-from ..telemetry.shared import signal_variable
+from ..names import K8S_ENVIRONMENT, RESOURCE_K8S_NODE
 from .launcher import ServerSpec, server_arguments
 from .state import Publication, key_of
 
@@ -118,10 +117,11 @@ def server_pod(spec: ServerSpec, settings: PodSettings, node: str) -> dict[str, 
         "OTEL_EXPORTER_PROMETHEUS_HOST": "0.0.0.0",
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(settings.metrics_port),
     }
-    # The pod declares the metrics port the chart's PodMonitor scrapes, so the Prometheus exporter runs even
-    # when an OTLP endpoint is set (which alone would make OTLP the only exporter); OTLP goes on as well.
-    otlp = any(environment.get(name) for name in signal_variable(SIGNAL_METRICS, "ENDPOINT"))
-    environment.setdefault("OTEL_METRICS_EXPORTER", "prometheus,otlp" if otlp else "prometheus")
+    # One path per signal: the pod declares the metrics port the chart's PodMonitor scrapes, and its metrics go
+    # there only, even with the OTLP endpoint its spans use (which alone would make OTLP the only exporter, the
+    # port closed; both would bring every series twice, under the PodMonitor's job and the collector's).  The
+    # scrape also reports the spans dropped when the collector fails, which OTLP would lose with it.
+    environment.setdefault("OTEL_METRICS_EXPORTER", "prometheus")
     container: dict[str, Any] = {
         "name": "server",
         "image": settings.image,
