@@ -203,7 +203,11 @@ def applied(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     path = tmp_path_factory.mktemp("rbac") / "chart.yaml"
     path.write_text(yaml.safe_dump_all(manifests))
-    cluster.kubectl("create", "namespace", NAMESPACE)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    # applied, not created: test_live_control's RBAC check made it earlier in the same session
+    cluster.kubectl(
+        "apply", "--server-side", "--field-manager=interposer-tests", "-f", "-", input=yaml.safe_dump(namespace)
+    )
     cluster.kubectl("apply", "--server-side", "--field-manager=interposer-tests", "-f", str(path))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{EXPERIMENTS}", "--timeout=60s")
     [deployment] = by_kind(manifests, "Deployment")
