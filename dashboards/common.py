@@ -39,6 +39,10 @@ VOLUME = prometheus_label(RESOURCE_VOLUME_ID)
 VARIABLES = {"namespace": NAMESPACE, "pod": POD, "volume": VOLUME, "operation": OPERATION}
 """Template variable -> the label it filters on."""
 RATE_WINDOW = "$__rate_interval"
+JAEGER_BROWSER_URL = "http://localhost:16686"
+"""Jaeger's UI as the user's browser reaches it, through the port-forward docs/kubernetes.md gives: the links open
+in the browser, which cannot resolve the cluster's Service names (Grafana's datasource URL is another matter, as
+Grafana's server resolves it).  A textbox, so a user with an Ingress types its address once."""
 TRACE_SEARCH_LINK = {
     "title": "Traces of this operation in Jaeger",
     "url": "${jaeger}/search?service="
@@ -117,7 +121,7 @@ def template_variables() -> core.Templating:
         for variable, label in VARIABLES.items()
     ]
     jaeger = core.Template(
-        name="jaeger", label="Jaeger UI", type="textbox", query="http://jaeger:16686", default="http://jaeger:16686"
+        name="jaeger", label="Jaeger UI", type="textbox", query=JAEGER_BROWSER_URL, default=JAEGER_BROWSER_URL
     )
     return core.Templating(list=[source, *filters, jaeger])
 

@@ -18,6 +18,7 @@ import alerts.__main__ as alert_files
 import dashboards.__main__ as dashboard_files
 from alerts.config import AlertConfig
 from alerts.rules import alerting_rules, rule_groups
+from interposer.local.stack import rendered
 
 from .alertmanager import running_alertmanager
 from .conftest import MountFactory, require, require_command, wait_for
@@ -341,3 +342,20 @@ def test_the_live_control_annotation_marks_each_apply_and_revert(tmp_path: Path)
     tested = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert set(annotation["tagKeys"].split(",")) == {"action", "result"}
+
+
+def test_the_links_to_jaeger_open_where_the_documented_port_forward_serves_it() -> None:
+    """The links open in the user's browser, which reaches Jaeger only through the access path docs/kubernetes.md
+    gives (a port-forward to localhost), never through a cluster Service name that only Grafana's server
+    resolves."""
+    guide = (REPOSITORY / "docs" / "kubernetes.md").read_text()
+    [(local_port, service_port)] = re.findall(r"port-forward svc/jaeger (\d+):(\d+)", guide)
+    jaeger = rendered("default", "jaeger.yaml")["extensions"]["jaeger_query"]["http"]["endpoint"]
+    assert jaeger.rsplit(":", 1)[1] == service_port, "the guide forwards to the port Jaeger's UI listens on"
+    expected = f"http://localhost:{local_port}"
+    for path in sorted(dashboard_files.OUTPUT.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        [variable] = [item for item in dashboard["templating"]["list"] if item["name"] == "jaeger"]
+        assert (variable["query"], variable["current"]["value"]) == (expected, expected), path.name
+        urls = re.findall(r'"url": "([^"]*)"', path.read_text())
+        assert not [url for url in urls if "jaeger" in url and not url.startswith("${jaeger}")], path.name
