@@ -23,7 +23,8 @@ __all__ = ["helm"]  # the fixture, shared with test_kubernetes
 def server_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     """The container of a volume's server pod as the node plugin makes it from the rendered settings."""
     pod = server_pod(spec("/var/lib/cnfs-interposer/volumes/v"), settings_of(manifests), "node-a")
-    [container] = pod["spec"]["containers"]
+    containers: list[dict[str, Any]] = pod["spec"]["containers"]
+    [container] = containers
     return container
 
 

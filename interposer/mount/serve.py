@@ -209,7 +209,7 @@ class Mount:
             return
         ids = (random.getrandbits(128) | 1, random.getrandbits(64) | 1)  # W3C ids are never zero
         attributes = {ATTR_RECONFIGURE_SECTIONS: sections, ATTR_RECONFIGURE_SOURCE: source}
-        self.tracing.sink.add(session_record(SPAN_RECONFIGURE, ids, None, (started, time.time_ns()), attributes, 0, 0))
+        self.tracing.sink.add(session_record(SPAN_RECONFIGURE, ids, None, (started, time.time_ns()), attributes, 0))
 
     async def _crash(self, _request: dict[str, Any]) -> dict[str, Any]:
         return {"undone": await self.layers.crash()}

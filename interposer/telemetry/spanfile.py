@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.trace import SpanKind
 
 from ..layers.tracing.records import SpanData
 
@@ -91,8 +92,8 @@ class _Attributes:
         return ",".join(parts)
 
 
-_SPAN_KIND_INTERNAL = 1
-"""OTLP's SPAN_KIND_INTERNAL: every interposer span is internal to the file system."""
+_SPAN_KINDS = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2}
+"""OTLP's SPAN_KIND_INTERNAL and SPAN_KIND_SERVER (the SDK's enum counts from 0, OTLP's from 1 for UNSPECIFIED)."""
 _STATUS_ERROR = 2
 """OTLP's STATUS_CODE_ERROR."""
 
@@ -101,7 +102,7 @@ def _span_json(span: SpanData, attributes: _Attributes) -> str:
     parts = [
         f'{{"traceId":"{span.trace_id:032x}","spanId":"{span.span_id:016x}"',
         f',"parentSpanId":"{span.parent_id:016x}"' if span.parent_id else "",
-        f',"name":{_string(span.name)},"kind":{_SPAN_KIND_INTERNAL}',
+        f',"name":{_string(span.name)},"kind":{_SPAN_KINDS[span.kind]}',
         f',"startTimeUnixNano":"{span.start}","endTimeUnixNano":"{span.end}"',
         f',"attributes":[{attributes(span.attributes)}]',
     ]

@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pyfuse3
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, StatusCode
 
 from interposer.layers.crash.journal import CrashJournal
 from interposer.layers.faults.layer import FaultLayer
 from interposer.layers.metrics.layer import MetricsLayer
 from interposer.layers.throttle.layer import ThrottleLayer
 from interposer.layers.tracing.layer import TracingLayer
+from interposer.layers.tracing.records import to_span
 from interposer.mount.registry import REGISTRY
 from interposer.names import (
     ATTR_ERROR_TYPE,
     ATTR_FAULT,
     ATTR_FILE_PATH,
     ATTR_OPERATION,
+    ATTR_SESSION_ERRORS,
     ATTR_THROTTLE_LIMIT,
     EVENT_FAULT,
     EVENT_THROTTLE,
     HANDLE_FILE,
+    SPAN_ACTIVITY,
     SPAN_FILE_SESSION,
     TRACE_CONTEXT_XATTR,
     OpName,
 )
+from interposer.telemetry.spanfile import SpanFile
 
 from ..layers.seen import SeenRequests
 from .conftest import StackFactory
@@ -67,6 +76,38 @@ def test_tracing_groups_a_handles_operations_under_its_file_span(make_stack: Sta
         assert spans[name].parent_id == parent.span_id
         assert spans[name].attributes[ATTR_FILE_PATH] == "/traced"
     assert parent.attributes["fuse.session.bytes_written"] == 3
+
+
+def test_operations_are_server_spans_and_a_parent_is_no_error_for_its_childrens_failures(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """A request the kernel brings for another process, which waits for the answer, is what OpenTelemetry calls
+    a server span (and what Jaeger's Monitor tab shows by default); the parent that groups them serves nothing
+    and fails with none of them: its count of failures is an attribute, not an error status."""
+    stack = make_stack({"tracing": {"always_keep": ["errors", "negative_lookups"]}})
+    fh, _ = stack.create(b"traced")
+    stack.run(lambda: stack.fs.release(fh))
+    assert stack.errno_of(lambda: stack.fs.lookup(ROOT, b"missing", CALLER)) == errno.ENOENT
+    stack.layers.close()  # ends the parent spans
+    spans = stack.sink.spans()
+    parents = [span for span in spans if span.name in (SPAN_FILE_SESSION, SPAN_ACTIVITY)]
+    operations = [span for span in spans if span not in parents]
+    assert {span.name for span in parents} == {SPAN_FILE_SESSION, SPAN_ACTIVITY}
+    assert "fuse.lookup" in {span.name for span in operations}
+    assert {span.kind for span in operations} == {SpanKind.SERVER}
+    assert {(span.kind, span.failure) for span in parents} == {(SpanKind.INTERNAL, None)}
+    assert sum(span.attributes[ATTR_SESSION_ERRORS] for span in parents) == 1
+    resource = Resource.create({})
+    scope = InstrumentationScope("test")
+    assert {to_span(span, resource, scope).kind for span in operations} == {SpanKind.SERVER}
+    assert {to_span(span, resource, scope).status.status_code for span in parents} == {StatusCode.UNSET}
+    file = SpanFile(tmp_path / "spans.jsonl", 1 << 20, {}, ("test", "1"))
+    file.write(spans)
+    [line] = (tmp_path / "spans.jsonl").read_text().splitlines()
+    [written] = json.loads(line)["resourceSpans"][0]["scopeSpans"]
+    otlp_kinds = {span["name"]: span["kind"] for span in written["spans"]}
+    assert otlp_kinds["fuse.lookup"] == 2, "OTLP's SPAN_KIND_SERVER"
+    assert otlp_kinds[SPAN_ACTIVITY] == 1, "OTLP's SPAN_KIND_INTERNAL"
 
 
 @pytest.mark.parametrize(

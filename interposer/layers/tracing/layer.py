@@ -276,7 +276,7 @@ class TracingLayer:
                 attributes[ATTR_SESSION_OPS_PREFIX + kind] = count
             times = (group.started, _clock())
             parent = 0 if group.remote is None else group.remote.span_id
-            self._sink.add(session_record(group.name, ids, group.link, times, attributes, group.errors, parent))
+            self._sink.add(session_record(group.name, ids, group.link, times, attributes, parent))
             group.link = ids
             group.ids = None
         if group.operations:
