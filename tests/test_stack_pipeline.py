@@ -4,6 +4,7 @@ built here, each running the configuration helmfile.d renders for it."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,47 @@ def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
             f"calls of {service} counted in Prometheus' span metrics",
             lambda: sum(float(item["value"][1]) for item in prometheus.query(calls)) > 0,
         )
+        mount.stop()
+    finally:
+        assert set(stack.down()) <= set(SERVICES)
+
+
+def _values(series: list[dict[str, Any]]) -> list[float]:
+    """Every point's value of a Monitor query's series (NaN is a value: Jaeger writes it as the string "NaN")."""
+    return [float(point["gaugeValue"]["doubleValue"]) for item in series for point in item["metricPoints"]]
+
+
+def test_jaegers_monitor_tab_shows_a_mounts_operations_with_their_latencies(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    """What the Monitor tab asks by default (server spans) finds the operations, with numbers for latencies, and
+    no error rate where nothing failed: a parent span is no error for its children's benign ENOENT."""
+    require_programs()
+    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
+    service = f"monitor-{scratch.name[-8:]}"
+    try:
+        stack.up()
+        mount = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_endpoint, "OTEL_SERVICE_NAME": service})
+        (mount.mountpoint / "data").write_bytes(b"x" * 65536)
+        assert not (mount.mountpoint / "missing").exists()
+
+        poll(
+            f"calls of {service}'s server spans in Jaeger's Monitor tab",
+            lambda: [value for value in _values(stack.jaeger_monitor("calls", service)) if value > 0],
+        )
+
+        def latencies_while_requests_flow() -> list[float]:
+            """A latency is a quantile of the requests in the rate window: some must keep coming."""
+            (mount.mountpoint / "data").read_bytes()
+            values = _values(stack.jaeger_monitor("latencies", service, quantile="0.95"))
+            return [value for value in values if not math.isnan(value)]
+
+        latencies = poll(
+            f"latencies of {service}'s server spans in Jaeger's Monitor tab", latencies_while_requests_flow
+        )
+        assert all(value >= 0 for value in latencies)
+        errors = stack.jaeger_monitor("errors", service, spanKind="internal")
+        assert not [value for value in _values(errors) if value > 0], "an error rate where no request failed"
         mount.stop()
     finally:
         assert set(stack.down()) <= set(SERVICES)

@@ -332,6 +332,16 @@ class LocalStack:
             traces: list[dict[str, Any]] = json.load(response).get("data") or []
         return traces
 
+    def jaeger_monitor(self, metric: str, service: str, **parameters: str) -> list[dict[str, Any]]:
+        """One of the Monitor tab's queries (``metric``: calls, errors or latencies), through Jaeger's metrics API
+        the tab's defaults (server spans, rates per minute) unless ``parameters`` say otherwise: its series, each
+        with labels and metricPoints.  None yet is an empty list."""
+        defaults = {"spanKind": "server", "lookback": "600000", "step": "5000", "ratePer": "60000"}
+        query = urllib.parse.urlencode({"service": service, **defaults, **parameters})
+        with urllib.request.urlopen(f"{self.jaeger_url}/api/metrics/{metric}?{query}", timeout=10) as response:
+            series: list[dict[str, Any]] = json.load(response).get("metrics") or []
+        return series
+
     def active_alerts(self, name: str) -> list[dict[str, Any]]:
         """The alerts called ``name`` that Alertmanager holds active now (its v2 API's alert objects)."""
         query = urllib.parse.urlencode({"filter": f'alertname="{name}"', "active": "true"})
