@@ -13,8 +13,6 @@ RUN --mount=type=secret,id=aptconf,target=/etc/apt/apt.conf.d/99build-host \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py MANIFEST.in README.md /src/
 COPY interposer /src/interposer
-# interposer/data links to the generated rule file the chart ships.
-COPY charts/interposer/rules /src/charts/interposer/rules
 # The wheel is built (its build generates the CSI protobuf module in an isolated build environment
 # with grpcio-tools) and installed with the driver's dependencies only: no extras, no build tools,
 # and without pip and setuptools, which nothing runs once it is installed.

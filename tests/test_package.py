@@ -33,7 +33,6 @@ from .test_csi import POD, publish, target_in, unpublish
 from .test_csi_sanity import MODES, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "charts" / "interposer" / "rules" / "cnfs-interposer.rules.yaml"
 DEBIAN_PYTHON = "/usr/bin/python3"
 
 
@@ -70,7 +69,6 @@ def test_the_wheel_and_the_sdist_carry_what_runs(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
         assert {"interposer/csi/csi_pb2.py", "interposer/csi/csi.proto"} <= names
-        assert wheel.read("interposer/data/cnfs-interposer.rules.yaml") == RULES.read_bytes()
         [metadata_name] = [name for name in names if name.endswith(".dist-info/METADATA")]
         metadata = email.parser.Parser().parsestr(wheel.read(metadata_name).decode())
     assert metadata["Version"] == interposer.__version__
@@ -81,21 +79,23 @@ def test_the_wheel_and_the_sdist_carry_what_runs(installed: Installed) -> None:
 
     with tarfile.open(installed.sdist) as sdist:
         members = {name.partition("/")[2] for name in sdist.getnames()}
-        rules = sdist.getmember(
-            next(name for name in sdist.getnames() if name.endswith("data/cnfs-interposer.rules.yaml"))
-        )
-        assert rules.isfile(), "the sdist holds the rule file itself, not the checkout's link"
     assert {"interposer/csi/csi.proto", "setup.py", "pyproject.toml"} <= members
     assert "interposer/csi/csi_pb2.py" not in members, "generated when the wheel is built, never shipped as source"
 
 
 def test_the_installed_package_is_the_one_imported(installed: Installed) -> None:
-    located = installed.run("python", "-c", "import interposer.csi.csi_pb2 as m, interposer.local.stack as s; "
-                                            "print(m.__file__); print(s.RULES.read_text())")  # fmt: skip
+    located = installed.run("python", "-c", "import interposer.csi.csi_pb2 as m; print(m.__file__)")
     assert located.returncode == 0, located.stderr
-    module, rules = located.stdout.split("\n", 1)
-    assert Path(module).is_relative_to(installed.venv)
-    assert "cnfs-interposer.alerts" in rules, "interposer stack loads the rules from package data"
+    assert Path(located.stdout.strip()).is_relative_to(installed.venv)
+
+
+def test_the_installed_package_says_the_stack_runs_from_a_checkout(installed: Installed, tmp_path: Path) -> None:
+    """The local stack runs the programs a checkout builds with the configurations it renders; installed from a
+    wheel, ``interposer stack up`` says so and where to go, and starts nothing."""
+    started = installed.run("interposer", "stack", "--dir", str(tmp_path / "stack"), "up")
+    assert started.returncode != 0
+    assert "interposer stack runs from a source checkout of cnfs-interposer" in started.stderr, started.stderr
+    assert "./tasks.sh demo" in started.stderr
 
 
 def test_report_without_its_extra_names_the_extra(installed: Installed) -> None:

@@ -409,9 +409,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _in_a_checkout() -> None:
+    """The stack runs what a source checkout builds and renders; an installed package holds neither."""
+    if not (CHECKOUT / "tools" / "gobuild.toml").is_file():
+        raise StackError(
+            "interposer stack runs from a source checkout of cnfs-interposer: its programs are built from their Go "
+            "modules there (tools/gobuild.toml) and run the configurations the charts render "
+            "(helmfile.d/reference/rendered/); in a clone, ./tasks.sh demo builds them and starts it"
+        )
+
+
 def program(name: str) -> str:
     """A program of the stack as tools/gobuild.py builds it: the version the charts deploy, never another one that
     happens to be on PATH (Debian's Prometheus is 2.x)."""
+    _in_a_checkout()
     built = TOOLS_BIN / name
     if not (built.is_file() and os.access(built, os.X_OK)):
         raise StackError(f"{built} is not built: python -m tools.gobuild {name} (in {CHECKOUT})")
@@ -420,6 +431,7 @@ def program(name: str) -> str:
 
 def rendered(environment: str, name: str) -> dict[str, Any]:
     """A program's configuration as helmfile.d renders it in ``environment``."""
+    _in_a_checkout()
     path = RENDERED / environment / name
     try:
         loaded: dict[str, Any] = yaml.safe_load(path.read_text())
