@@ -232,6 +232,20 @@ def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option("--prometheus-port", type=click.IntRange(1, 65535), default=9090, show_default=True),
             click.option("--alertmanager-port", type=click.IntRange(1, 65535), default=9093, show_default=True),
+            click.option(
+                "--otlp-port",
+                type=click.IntRange(1, 65535),
+                default=4317,
+                show_default=True,
+                help="The collector's OTLP/gRPC.",
+            ),
+            click.option(
+                "--jaeger-port",
+                type=click.IntRange(1, 65535),
+                default=16686,
+                show_default=True,
+                help="Jaeger's query API.",
+            ),
         )
     ):
         command = option(command)
@@ -240,12 +254,6 @@ def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.group()
 @_stack_options
-@click.option(
-    "--otlp-port", type=click.IntRange(1, 65535), default=4317, show_default=True, help="The collector's OTLP/gRPC."
-)
-@click.option(
-    "--jaeger-port", type=click.IntRange(1, 65535), default=16686, show_default=True, help="Jaeger's query API."
-)
 @click.option(
     "--environment",
     type=click.Choice(["default", "production"]),
@@ -360,13 +368,15 @@ def report(
     help="Where the sample backing directory and the mountpoint are made.",
 )
 @_stack_options
-def demo(workdir: Path, directory: Path, prometheus_port: int, alertmanager_port: int) -> None:
+def demo(
+    workdir: Path, directory: Path, prometheus_port: int, alertmanager_port: int, otlp_port: int, jaeger_port: int
+) -> None:
     """Mount a sample directory, start the local stack, run a workload with faults, show its alert, a trace and
     an HTML report, unmount."""
     from .local.demo import run_demo
     from .local.stack import LocalStack
 
-    sys.exit(run_demo(workdir, LocalStack(directory, prometheus_port, alertmanager_port)))
+    sys.exit(run_demo(workdir, LocalStack(directory, prometheus_port, alertmanager_port, otlp_port, jaeger_port)))
 
 
 def _time_ns(text: str | None) -> int | None:

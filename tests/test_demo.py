@@ -32,6 +32,10 @@ def stack_options(scratch: Path) -> Iterator[list[str]]:
         str(free_port()),
         "--alertmanager-port",
         str(free_port()),
+        "--otlp-port",
+        str(free_port()),
+        "--jaeger-port",
+        str(free_port()),
     ]
     yield options
     stopped = interposer("stack", *options, "down", timeout=60)
