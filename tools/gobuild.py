@@ -148,27 +148,23 @@ def stamp_of(program: Program, go: str) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=list).encode()).hexdigest()
 
 
-def run_go(arguments: list[str], program: Program, cwd: Path) -> None:
-    result = subprocess.run(
-        [go_command(), *arguments], cwd=cwd, env=go_environment(program), capture_output=True, text=True, check=False
-    )
+def run_tool(command: list[str], program: Program, cwd: Path, described: str) -> str:
+    """Run a build tool in the program's Go environment; its output, or a BuildError naming ``described``."""
+    result = subprocess.run(command, cwd=cwd, env=go_environment(program), capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BuildError(f"go {' '.join(arguments)}:\n{result.stdout}{result.stderr}".rstrip())
+        raise BuildError(f"{described}:\n{result.stdout}{result.stderr}".rstrip())
+    return result.stdout
+
+
+def run_go(arguments: list[str], program: Program, cwd: Path) -> None:
+    run_tool([go_command(), *arguments], program, cwd, f"go {' '.join(arguments)}")
 
 
 def module_download(program: Program, work: Path) -> dict[str, str]:
     """`go mod download -json` of the program's module at its version: where its go.mod and its tree are."""
-    result = subprocess.run(
-        [go_command(), "mod", "download", "-json", f"{program.module}@{program.version}"],
-        cwd=work,
-        env=go_environment(program),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BuildError(f"go mod download {program.module}@{program.version}:\n{result.stdout}{result.stderr}")
-    download: dict[str, str] = json.loads(result.stdout)
+    version = f"{program.module}@{program.version}"
+    output = run_tool([go_command(), "mod", "download", "-json", version], program, work, f"go mod download {version}")
+    download: dict[str, str] = json.loads(output)
     return download
 
 
@@ -230,16 +226,12 @@ def build_distribution(program: Program, work: Path, built: Path) -> None:
     distribution = work / "distribution"
     manifest["dist"].update(output_path=str(distribution), go=go_command())
     (work / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    result = subprocess.run(
+    run_tool(
         [str(builder), "--config", str(work / "manifest.yaml"), "--skip-get-modules", "--skip-compilation"],
-        cwd=work,
-        env=go_environment(program),
-        capture_output=True,
-        text=True,
-        check=False,
+        program,
+        work,
+        f"ocb --config {program.manifest}",
     )
-    if result.returncode != 0:
-        raise BuildError(f"ocb --config {program.manifest}:\n{result.stdout}{result.stderr}".rstrip())
     sections = ("providers", "converters", "connectors", "extensions", "receivers", "exporters", "processors")
     requires = [item["gomod"] for section in sections for item in manifest.get(section) or []]
     requires.append(f"go.opentelemetry.io/collector/otelcol {program.version}")
