@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from interposer.local.stack import SERVICES, LocalStack, StackError, program
+from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory, require
 from .otlp import free_port
@@ -39,16 +42,27 @@ def poll(what: str, probe: Any) -> Any:
     return found
 
 
-def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
-    mount_factory: MountFactory, scratch: Path
-) -> None:
+@contextmanager
+def pipeline(mount_factory: MountFactory, scratch: Path, name: str) -> Iterator[tuple[LocalStack, MountProcess, str]]:
+    """A stack of the test's own, and a mount sending it its telemetry as service ``name``, which has written a
+    file; the mount is stopped and the stack brought down afterwards."""
     require_programs()
     stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
-    service = f"pipeline-{scratch.name[-8:]}"
+    service = f"{name}-{scratch.name[-8:]}"
     try:
         stack.up()
         mount = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_endpoint, "OTEL_SERVICE_NAME": service})
         (mount.mountpoint / "data").write_bytes(b"x" * 65536)
+        yield stack, mount, service
+        mount.stop()
+    finally:
+        assert set(stack.down()) <= set(SERVICES)
+
+
+def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
+    mount_factory: MountFactory, scratch: Path
+) -> None:
+    with pipeline(mount_factory, scratch, "pipeline") as (stack, mount, service):
         assert (mount.mountpoint / "data").read_bytes() == b"x" * 65536
         (mount.mountpoint / "dir").mkdir()
 
@@ -68,9 +82,6 @@ def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
             f"calls of {service} counted in Prometheus' span metrics",
             lambda: sum(float(item["value"][1]) for item in prometheus.query(calls)) > 0,
         )
-        mount.stop()
-    finally:
-        assert set(stack.down()) <= set(SERVICES)
 
 
 def _values(series: list[dict[str, Any]]) -> list[float]:
@@ -83,13 +94,7 @@ def test_jaegers_monitor_tab_shows_a_mounts_operations_with_their_latencies(
 ) -> None:
     """What the Monitor tab asks by default (server spans) finds the operations, with numbers for latencies, and
     no error rate where nothing failed: a parent span is no error for its children's benign ENOENT."""
-    require_programs()
-    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
-    service = f"monitor-{scratch.name[-8:]}"
-    try:
-        stack.up()
-        mount = mount_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_endpoint, "OTEL_SERVICE_NAME": service})
-        (mount.mountpoint / "data").write_bytes(b"x" * 65536)
+    with pipeline(mount_factory, scratch, "monitor") as (stack, mount, service):
         assert not (mount.mountpoint / "missing").exists()
 
         poll(
@@ -109,6 +114,3 @@ def test_jaegers_monitor_tab_shows_a_mounts_operations_with_their_latencies(
         assert all(value >= 0 for value in latencies)
         errors = stack.jaeger_monitor("errors", service, spanKind="internal")
         assert not [value for value in _values(errors) if value > 0], "an error rate where no request failed"
-        mount.stop()
-    finally:
-        assert set(stack.down()) <= set(SERVICES)
