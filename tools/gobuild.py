@@ -59,9 +59,13 @@ class Program:
     image: str = ""
     add_files: dict[str, str] = field(default_factory=dict)
     manifest: str = ""
+    files_only: bool = False
 
     @property
     def path(self) -> Path:
+        """The built binary; for a files_only entry, the first of its files."""
+        if self.files_only:
+            return TOOLS / next(iter(self.module_files))
         return TOOLS / self.dest / self.output
 
     def expanded_ldflags(self) -> str:
@@ -73,6 +77,7 @@ class Program:
 
 KEYS = {"module", "version", "package", "output", "dest", "ldflags", "commit", "replace", "require", "tags", "env"}
 KEYS |= {"toolchain", "files", "skip", "replace_local", "extends", "module_files", "image", "add_files", "manifest"}
+KEYS |= {"files_only"}
 
 
 def load(table: Path = TABLE) -> dict[str, Program]:
@@ -110,7 +115,10 @@ def load(table: Path = TABLE) -> dict[str, Program]:
             image=entry.get("image", ""),
             add_files=dict(entry.get("add_files", {})),
             manifest=entry.get("manifest", ""),
+            files_only=bool(entry.get("files_only", False)),
         )
+        if programs[name].files_only and not programs[name].module_files:
+            raise ValueError(f"{table.name} [{name}]: files_only needs module_files")
     return programs
 
 
@@ -260,37 +268,44 @@ def build_one(program: Program) -> str:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         run_go(["mod", "init", f"cnfs-interposer.tools/{program.name}"], program, work)
-        for old, new in {**local_replaces(program, work), **program.replace}.items():
-            new_path, _, new_version = new.partition(" ")
-            run_go(
-                ["mod", "edit", f"-replace={old}={new_path}@{new_version}" if new_version else f"-replace={old}={new}"],
-                program,
-                work,
-            )
-        pins = [f"{path}@{version}" for path, version in program.require.items()]
-        run_go(["get", "-tool", f"{program.package}@{program.version}", *pins], program, work)
-        program.path.parent.mkdir(parents=True, exist_ok=True)
-        built = program.path.with_name(program.path.name + ".new")
-        if program.manifest:
-            build_distribution(program, work, built)
-        else:
-            command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
-            if program.add_files:
-                add_files(program, work)
-            if program.tags:
-                command += ["-tags", ",".join(program.tags)]
-            run_go([*command, program.package], program, work)
-        built.replace(program.path)
-        for target, source in program.files.items():
-            (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(FILES / source, TOOLS / target)
+        if not program.files_only:
+            build_program(program, work)
         if program.module_files:
             tree = Path(module_download(program, work)["Dir"])
             for target, source in program.module_files.items():
                 (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(tree / source, TOOLS / target)
         stamp_file.write_text(stamp)
-        return f"{label}  built in {time.monotonic() - started:.0f} s ({go}): {program.path.relative_to(ROOT)}"
+        verb = "copied" if program.files_only else "built"
+        return f"{label}  {verb} in {time.monotonic() - started:.0f} s ({go}): {program.path.relative_to(ROOT)}"
+
+
+def build_program(program: Program, work: Path) -> None:
+    """Build the program in its throwaway module (``work``), with its files beside it."""
+    for old, new in {**local_replaces(program, work), **program.replace}.items():
+        new_path, _, new_version = new.partition(" ")
+        run_go(
+            ["mod", "edit", f"-replace={old}={new_path}@{new_version}" if new_version else f"-replace={old}={new}"],
+            program,
+            work,
+        )
+    pins = [f"{path}@{version}" for path, version in program.require.items()]
+    run_go(["get", "-tool", f"{program.package}@{program.version}", *pins], program, work)
+    program.path.parent.mkdir(parents=True, exist_ok=True)
+    built = program.path.with_name(program.path.name + ".new")
+    if program.manifest:
+        build_distribution(program, work, built)
+    else:
+        command = ["build", "-trimpath", "-o", str(built), "-ldflags", program.expanded_ldflags()]
+        if program.add_files:
+            add_files(program, work)
+        if program.tags:
+            command += ["-tags", ",".join(program.tags)]
+        run_go([*command, program.package], program, work)
+    built.replace(program.path)
+    for target, source in program.files.items():
+        (TOOLS / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FILES / source, TOOLS / target)
 
 
 def main(argv: list[str] | None = None) -> int:
