@@ -261,6 +261,12 @@ def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="The helmfile environment whose rendered configurations the programs run.",
 )
+@click.option(
+    "--rules",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Prometheus loads this rule file instead of the chart's: `python -m alerts --config OVERRIDES` writes one "
+    "with thresholds and durations of your own.",
+)
 @click.pass_context
 def stack(
     context: click.Context,
@@ -270,12 +276,18 @@ def stack(
     otlp_port: int,
     jaeger_port: int,
     environment: str,
+    rules: Path | None,
 ) -> None:
     """The deployed observability stack on this machine: Prometheus with the alert rules, Alertmanager, Jaeger and
     the OpenTelemetry Collector, each with the configuration helmfile.d renders for it."""
-    from .local.stack import LocalStack
+    from .local.stack import LocalStack, StackError
 
-    context.obj = LocalStack(directory, prometheus_port, alertmanager_port, otlp_port, jaeger_port, environment)
+    try:
+        context.obj = LocalStack(
+            directory, prometheus_port, alertmanager_port, otlp_port, jaeger_port, environment, rules
+        )
+    except StackError as exc:
+        _fail(str(exc))
 
 
 @stack.command(name="up")

@@ -242,6 +242,20 @@ def test_missing_backing_and_mountpoint_are_named(scratch: Path) -> None:
     assert f"mountpoint {scratch / 'nowhere'} does not exist" in result.stderr
 
 
+def test_a_stack_rule_file_that_is_no_rule_file_is_refused_before_anything_starts(scratch: Path) -> None:
+    rules = scratch / "rules.yaml"
+    rules.write_text("alerts: [oops\n")
+    result = interposer("stack", "--dir", str(scratch / "stack"), "--rules", str(rules), "up")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"interposer: --rules {rules}: while parsing"), result.stderr
+    rules.write_text("- alert: A\n")
+    result = interposer("stack", "--dir", str(scratch / "stack"), "--rules", str(rules), "up")
+    assert result.stderr == (
+        f"interposer: --rules {rules}: not a Prometheus rule file (a mapping with a list of groups)\n"
+    )
+    assert not (scratch / "stack").exists()
+
+
 def test_ctl_on_something_not_mounted_says_so(scratch: Path) -> None:
     result = interposer("ctl", str(scratch), "status")
     assert result.returncode == 2

@@ -104,7 +104,10 @@ class LocalStack:
         otlp_port: int = 4317,
         jaeger_port: int = 16686,
         environment: str = "default",
+        rules: Path | None = None,
     ) -> None:
+        """``rules``: a rule file to load instead of the chart's, e.g. ``python -m alerts --config OVERRIDES``'s
+        (thresholds and durations of one's own); a missing or unreadable one is refused here, before any start."""
         if environment not in ENVIRONMENTS:
             raise StackError(f"no environment {environment!r}: one of {', '.join(ENVIRONMENTS)}")
         self.directory = directory
@@ -113,6 +116,14 @@ class LocalStack:
         self.otlp_port = otlp_port
         self.jaeger_port = jaeger_port
         self.environment = environment
+        self.rules = rules
+        if rules is not None:
+            try:
+                groups = yaml.safe_load(rules.read_text())
+            except (OSError, yaml.YAMLError) as error:
+                raise StackError(f"--rules {rules}: {error}") from None
+            if not isinstance(groups, dict) or not isinstance(groups.get("groups"), list):
+                raise StackError(f"--rules {rules}: not a Prometheus rule file (a mapping with a list of groups)")
 
     @property
     def otlp_endpoint(self) -> str:
@@ -259,7 +270,9 @@ class LocalStack:
         self.directory.mkdir(parents=True, exist_ok=True)
         ports = self._ports()
         rules = self.directory / "rules.yaml"
-        rules.write_text(yaml.safe_dump(rendered(self.environment, "rules.yaml"), sort_keys=False))
+        own = None if self.rules is None else yaml.safe_load(self.rules.read_text())
+        groups = rendered(self.environment, "rules.yaml") if own is None else own
+        rules.write_text(yaml.safe_dump(groups, sort_keys=False))
         (self.directory / "jaeger-ui.json").write_text((RENDERED / self.environment / "jaeger-ui.json").read_text())
         for name, config in (
             ("otelcol.yaml", self.collector_configuration(ports)),
@@ -351,20 +364,21 @@ class LocalStack:
 
     def down(self) -> list[str]:
         """Stop the servers, the last started first; return the names of those that were running."""
-        stopped = []
-        for name in reversed(SERVICES):
-            pid = self._pid(name)
-            if pid is None:
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            (self.directory / f"{name}.pid").unlink(missing_ok=True)
-            stopped.append(name)
-        return stopped
+        return [name for name in reversed(SERVICES) if self.stop(name)]
+
+    def stop(self, name: str) -> bool:
+        """Stop one server (SIGTERM, then SIGKILL after 30 s); False if it was not running."""
+        pid = self._pid(name)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        (self.directory / f"{name}.pid").unlink(missing_ok=True)
+        return True
 
     def _pid(self, name: str) -> int | None:
         try:
