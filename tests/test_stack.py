@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from interposer.local.report import TOP_OPERATIONS
+from interposer.local.stack import LocalStack
 
 from .conftest import MountFactory, interposer, wait_for
 from .otlp import free_port
@@ -51,6 +52,7 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
     mount_factory: MountFactory, scratch: Path, stack: Any
 ) -> None:
     command, prometheus = stack
+    mounts_job = LocalStack(scratch / "stack").mounts_job  # the job the chart's PodMonitor of volume servers makes
     faulty = _mount_config(
         scratch,
         "faulty",
@@ -64,7 +66,7 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
     assert f"{mount.mountpoint} (127.0.0.1:" in started.stdout
     assert f"{other.mountpoint} (127.0.0.1:" in started.stdout
     wait_for(
-        lambda: len(prometheus.query('up{job="cnfs-interposer"} == 1')) == 2,
+        lambda: len(prometheus.query(f'up{{job="{mounts_job}"}} == 1')) == 2,
         timeout=60,
         what="the stack to scrape both mounts",
     )
@@ -85,7 +87,7 @@ def test_the_report_covers_one_mount_and_reads_like_a_dashboard(
             (other.mountpoint / "only-here").rmdir()
     now = time.time()
     wait_for(
-        lambda: (prometheus.value('min(timestamp(up{job="cnfs-interposer"}))') or 0) > now,
+        lambda: (prometheus.value(f'min(timestamp(up{{job="{mounts_job}"}}))') or 0) > now,
         timeout=30,
         what="a scrape after the work",
     )

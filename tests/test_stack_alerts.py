@@ -148,14 +148,27 @@ def test_every_alert_is_quiet_on_a_healthy_stack_then_fires_into_alertmanager_fo
         workload.loop(healthy_io(mounts["healthy"].mountpoint))
         try:
             started = time.time()
-            prometheus.wait_for_scrape_after(started, "cnfs-interposer")
+            prometheus.wait_for_scrape_after(started, stack.mounts_job)
             watched = time.monotonic()
             while time.monotonic() - watched < QUIET_SECONDS:
                 assert not alerts_in_window(prometheus, QUIET_SECONDS), "an alert on the healthy stack"
                 time.sleep(5)  # one evaluation interval between looks; the final look covers the whole window
+            # Scraped as the chart's PodMonitor of volume servers scrapes a server pod, its relabelings included.
+            namespace = stack.volume_servers_job()["job_name"].split("/")[1]
+            (up,) = prometheus.query(f'up{{job="{stack.mounts_job}"}}')
+            assert (up["metric"]["namespace"], up["metric"]["endpoint"]) == (namespace, "metrics"), up
+            # No double counting: every fuse_* series comes from the mounts' job alone (the collector passes on
+            # span metrics, never a mount's own), once per label set.
+            jobs = {item["metric"]["job"] for item in prometheus.query('count by (job) ({__name__=~"fuse_.+"})')}
+            assert jobs == {stack.mounts_job}, jobs
+            by_request = "fuse_mountpoint, fuse_operation_name, error_type"
+            twice = f"count by ({by_request}) (fuse_operation_duration_seconds_count) > 1"
+            assert not prometheus.query(twice), prometheus.query(twice)
             quiet = alerts_in_window(prometheus, time.time() - started)
             assert not quiet, f"alerts on the healthy stack: {[a['metric'] for a in quiet]}"
-            assert prometheus.query('sum(rate(fuse_operation_duration_seconds_count{job="cnfs-interposer"}[30s])) > 10')
+            assert prometheus.query(
+                f'sum(rate(fuse_operation_duration_seconds_count{{job="{stack.mounts_job}"}}[30s])) > 10'
+            )
 
             direct = "cache: {direct_io: true}\n"
             mounts["faulty"] = mount_factory(
@@ -196,7 +209,7 @@ def test_every_alert_is_quiet_on_a_healthy_stack_then_fires_into_alertmanager_fo
             mounts["killed"] = mount_factory(args=config(scratch / "killed.yaml", free_port()), expect_clean=False)
             stack.refresh_targets()
             deadline = time.monotonic() + DEADLINE
-            while prometheus.value('count(up{job="cnfs-interposer"} == 1)') != len(mounts):
+            while prometheus.value(f'count(up{{job="{stack.mounts_job}"}} == 1)') != len(mounts):
                 assert time.monotonic() < deadline, "Prometheus does not scrape every mount"
                 time.sleep(1)
 

@@ -42,9 +42,10 @@ TOOLS_BIN = CHECKOUT / ".tools" / "bin"
 """Where tools/gobuild.py builds the stack's programs, at the versions the charts deploy."""
 ENVIRONMENTS = ("default", "production")
 SCRAPE_INTERVAL = "5s"
-JOB = "cnfs-interposer"
 COLLECTOR = "opentelemetry-collector"
 """The collector's release, Service and ServiceMonitor."""
+VOLUME_SERVERS = "interposer-volume-servers"
+"""The chart's PodMonitor of the volumes' server pods: a local mount is scraped by the job made of it."""
 INTERNAL_PORTS = (
     "otlp_http",
     "collector_exporter",
@@ -218,30 +219,50 @@ class LocalStack:
         config["processors"]["k8s_attributes"]["passthrough"] = True
         return config
 
-    def collector_scrape_jobs(self, ports: dict[str, int]) -> list[dict[str, Any]]:
-        """The scrape jobs prometheus-operator makes of the collector's ServiceMonitor, as rendered, each with this
-        machine's endpoint in place of Kubernetes' service discovery: the target carries the labels discovery would
-        give it (the Service's labels and port name that the job keeps, its namespace and name), so the job's
-        relabelings run as deployed and its series get the same labels."""
+    def monitor_jobs(self, ports: dict[str, int]) -> list[dict[str, Any]]:
+        """The scrape jobs prometheus-operator makes of the collector's ServiceMonitor and of the volume servers'
+        PodMonitor, as rendered, each with this machine's targets in place of Kubernetes' service discovery.
+
+        A target carries the labels discovery would give it (the labels and port name the job keeps, the
+        namespace), so the job's relabelings run as deployed and its series get the same labels.  The collector's
+        endpoints are fixed; the mounts' come and go, so their job reads them from ``targets.json``, which
+        ``refresh_targets`` writes with those labels.  The mounts' job scrapes at the stack's interval, not the
+        PodMonitor's 30 s: a user watching one mount on one machine should not wait half a minute."""
         local = {"prom-exporter": ports["collector_exporter"], "metrics": ports["collector_metrics"]}
-        jobs = []
+        mounts = {key: value for key, value in self.volume_servers_job().items() if key != "kubernetes_sd_configs"}
+        mounts["file_sd_configs"] = [{"files": [str(self.directory / "targets.json")]}]
+        mounts["scrape_interval"] = SCRAPE_INTERVAL
+        jobs = [mounts]
         for job in rendered(self.environment, "scrape.yaml")["scrape_configs"]:
             kind, namespace, name, _ = job["job_name"].split("/")
             if (kind, name) != ("serviceMonitor", COLLECTOR):
                 continue
-            meta = {"__meta_kubernetes_namespace": namespace, "__meta_kubernetes_service_name": name}
-            for rule in job["relabel_configs"]:
-                if rule.get("action") != "keep":
-                    continue
-                label, *present = rule["source_labels"]
-                value = re.fullmatch(r"\((.*)\);true", rule["regex"]) if present else None
-                meta[label] = value[1] if value else rule["regex"]
-                meta.update(dict.fromkeys(present, "true"))
+            meta = {"__meta_kubernetes_service_name": name, **_discovered(job, namespace)}
             port = local[meta["__meta_kubernetes_endpoint_port_name"]]
-            local_job = {key: value for key, value in job.items() if key != "kubernetes_sd_configs"}
-            local_job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"], "labels": meta}]
-            jobs.append(local_job)
+            collector = {key: value for key, value in job.items() if key != "kubernetes_sd_configs"}
+            collector["static_configs"] = [{"targets": [f"127.0.0.1:{port}"], "labels": meta}]
+            jobs.append(collector)
         return jobs
+
+    def volume_servers_job(self) -> dict[str, Any]:
+        """The rendered job of the volume servers' PodMonitor: the one a local mount is scraped by."""
+        for job in rendered(self.environment, "scrape.yaml")["scrape_configs"]:
+            kind, _, name, _ = job["job_name"].split("/")
+            if (kind, name) == ("podMonitor", VOLUME_SERVERS):
+                found: dict[str, Any] = job
+                return found
+        raise StackError(f"the rendered scrape jobs have no PodMonitor {VOLUME_SERVERS}")
+
+    @property
+    def mounts_job(self) -> str:
+        """The ``job`` label of the mounts' series: the one the volume servers' PodMonitor gives them."""
+        (replacement,) = [
+            rule["replacement"]
+            for rule in self.volume_servers_job()["relabel_configs"]
+            if rule.get("target_label") == "job"
+        ]
+        job: str = replacement
+        return job
 
     def jaeger_configuration(self, ports: dict[str, int]) -> dict[str, Any]:
         """Jaeger's rendered configuration on this machine: loopback listeners, this Prometheus, storage here."""
@@ -283,10 +304,7 @@ class LocalStack:
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "rule_files": [str(rules)],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-            "scrape_configs": [
-                {"job_name": JOB, "file_sd_configs": [{"files": [str(self.directory / "targets.json")]}]},
-                *self.collector_scrape_jobs(ports),
-            ],
+            "scrape_configs": self.monitor_jobs(ports),
         }
         (self.directory / "prometheus.yml").write_text(yaml.safe_dump(prometheus))
         receiver: dict[str, Any] = {"name": "default"}
@@ -299,10 +317,14 @@ class LocalStack:
         (self.directory / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager))
 
     def refresh_targets(self) -> dict[str, str]:
-        """Point Prometheus at the mounts running now; it rereads the file on its own."""
+        """Point Prometheus at the mounts running now, each labelled as discovery labels a volume server pod; it
+        rereads the file on its own."""
         endpoints = mount_endpoints()
+        job = self.volume_servers_job()
+        meta = _discovered(job, job["job_name"].split("/")[1])
         groups = [
-            {"targets": [target], "labels": {"mountpoint": mountpoint}} for mountpoint, target in endpoints.items()
+            {"targets": [target], "labels": {**meta, "mountpoint": mountpoint}}
+            for mountpoint, target in endpoints.items()
         ]
         temporary = self.directory / "targets.json.new"
         temporary.write_text(json.dumps(groups, indent=2))
@@ -398,6 +420,20 @@ class LocalStack:
                 return
             time.sleep(0.1)
         raise StackError(f"{service.name} is not ready at {url} after 60 s")
+
+
+def _discovered(job: dict[str, Any], namespace: str) -> dict[str, str]:
+    """The discovery labels a target of ``job`` needs to pass its keep rules: each kept label at the value its
+    regex names (and its labelpresent twin), and the namespace the job watches."""
+    meta = {"__meta_kubernetes_namespace": namespace}
+    for rule in job["relabel_configs"]:
+        if rule.get("action") != "keep":
+            continue
+        label, *present = rule["source_labels"]
+        value = re.fullmatch(r"\((.*)\);true", rule["regex"]) if present else None
+        meta[label] = value[1] if value else rule["regex"]
+        meta.update(dict.fromkeys(present, "true"))
+    return meta
 
 
 def _answers(url: str) -> bool:
