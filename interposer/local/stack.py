@@ -359,10 +359,11 @@ class LocalStack:
             self._wait_ready(service, process)
         return targets
 
-    def jaeger_traces(self, service: str, limit: int = 20) -> list[dict[str, Any]]:
+    def jaeger_traces(self, service: str, limit: int = 20, **search: str) -> list[dict[str, Any]]:
         """The service's latest traces, through Jaeger's query API: the JSON its UI reads (each trace has traceID,
-        spans with their references to parents, and processes).  None yet is an empty list."""
-        query = urllib.parse.urlencode({"service": service, "limit": str(limit), "lookback": "1h"})
+        spans with their references to parents, and processes).  ``search`` narrows it as the UI's search form
+        does (``operation``, ``tags`` as a JSON object of attributes).  None yet is an empty list."""
+        query = urllib.parse.urlencode({"service": service, "limit": str(limit), "lookback": "1h", **search})
         with urllib.request.urlopen(f"{self.jaeger_url}/api/traces?{query}", timeout=10) as response:
             traces: list[dict[str, Any]] = json.load(response).get("data") or []
         return traces
