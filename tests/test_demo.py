@@ -69,6 +69,15 @@ def test_the_demo_shows_the_alert_a_trace_and_a_report_with_plots(scratch: Path,
     shown = interposer("traces", trace.group(1), "--trace", trace.group(2))
     assert shown.returncode == 0, shown.stderr
     assert "event=fuse.fault.injected" in shown.stdout, "the printed command does not show the trace"
+    jaeger = re.search(
+        r"the same trace, found through Jaeger's query API: (http://127\.0\.0\.1:\d+)/api/traces/(\w+)", output
+    )
+    assert jaeger, output
+    assert jaeger.group(2) == trace.group(2), "Jaeger was asked for another trace than the one shown"
+    assert re.search(r"\n  (\d+) spans: ", output[jaeger.end() :]), output
+    answered = re.search(r"Prometheus \(\S+\) answers: .*\n  (\w+) +(\d+)\n", output)
+    assert answered, output
+    assert int(answered.group(2)) > 0, "Prometheus answered with no requests"
     assert "{'" not in output, "a raw Python dict is printed"
     assert f"stop them with: interposer stack --dir {scratch / 'stack'} down" in output
 

@@ -75,6 +75,9 @@ POLL = 0.5
 TREE_LINES = 12
 """Lines of the trace printed; the rest is one command away."""
 MOUNT_LABEL = prometheus_label(RESOURCE_MOUNTPOINT)
+OPERATION_LABEL = OPERATION_DURATION.label(ATTR_OPERATION)
+JAEGER_DEADLINE = 30.0
+"""Seconds for a replayed trace to show in Jaeger's query API: the collector batches for 1 s."""
 
 
 @dataclass
@@ -169,7 +172,7 @@ def scrape(url: str) -> MetricsReport:
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     report = MetricsReport(url)
-    operation = OPERATION_DURATION.label(ATTR_OPERATION)
+    operation = OPERATION_LABEL
     error_type = OPERATION_DURATION.label(ATTR_ERROR_TYPE)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -264,6 +267,46 @@ def _print_trace(spans: list[SpanRecord], span_file: Path) -> None:
         click.echo(f"  ... {len(lines) - TREE_LINES} more spans")
 
 
+def _trace_in_jaeger(stack: LocalStack, span_file: Path, spans: list[SpanRecord]) -> bool:
+    """Send the span file to the stack's collector, as ``interposer traces FILE --replay`` does, and show the
+    fault's trace as Jaeger's query API returns it; whether Jaeger had it, whole, before the deadline."""
+    from .replay import replay_file
+
+    trace = _fault_trace(spans)
+    if trace is None:
+        return False
+    try:
+        replay_file(span_file, stack.otlp_http_endpoint)
+    except OSError as exc:
+        click.echo(f"\nJaeger: the span file could not be sent to the collector ({stack.otlp_http_endpoint}): {exc}")
+        return False
+    expected = sum(1 for span in spans if span.trace_id == trace)
+    deadline = time.monotonic() + JAEGER_DEADLINE
+    found = stack.jaeger_trace(trace)
+    while (found is None or len(found["spans"]) < expected) and time.monotonic() < deadline:
+        time.sleep(POLL)
+        found = stack.jaeger_trace(trace)
+    if found is None or len(found["spans"]) < expected:
+        click.echo(f"\nJaeger ({stack.jaeger_url}) did not have trace {trace} within {JAEGER_DEADLINE:.0f} s")
+        return False
+    operations = sorted({span["operationName"] for span in found["spans"]})
+    click.echo(f"\nthe same trace, found through Jaeger's query API: {stack.jaeger_url}/api/traces/{trace}")
+    click.echo(f"  {len(found['spans'])} spans: {', '.join(operations[:8])}{' ...' if len(operations) > 8 else ''}")
+    return True
+
+
+def _query_answered(stack: LocalStack, mountpoint: Path) -> bool:
+    """Ask Prometheus what the mount did, by operation, as a panel would; whether it answered."""
+    selector = f"{OPERATION_DURATION.series('count')}{{{MOUNT_LABEL}={json.dumps(str(mountpoint))}}}"
+    query = f"sort_desc(sum by ({OPERATION_LABEL}) (max_over_time({selector}[10m])))"
+    now = time.time()
+    answer = Prometheus(stack.prometheus_url, now, now, 1.0).instant(query, OPERATION_LABEL)
+    click.echo(f"\nPrometheus ({stack.prometheus_url}) answers: {query}")
+    for (operation,), value in answer[:6]:
+        click.echo(f"  {operation:<12} {value:.0f}")
+    return bool(answer)
+
+
 def _write_report(workdir: Path, stack: LocalStack | None, span_file: Path, start: float, notice: str) -> Path:
     """The HTML report of the run since ``start`` (an earlier demo's data on the same mountpoint is left out):
     charts and spans from the stack, or, without one, the span parts alone with ``notice`` saying why."""
@@ -343,16 +386,23 @@ def run_demo(workdir: Path, stack: LocalStack) -> int:
         _print_alert(stack, alert)
     spans = load_spans(span_file)
     _print_trace(spans, span_file)
+    in_jaeger = answered = False
+    if not stack_problem:
+        in_jaeger = _trace_in_jaeger(stack, span_file, spans)
+        answered = _query_answered(stack, mountpoint)
     notice = f"No charts: the local stack did not start ({stack_problem})." if stack_problem else ""
     output = _write_report(workdir, None if stack_problem else stack, span_file, started - 5, notice)
     if not stack_problem:
         click.echo(
-            f"\nPrometheus ({stack.prometheus_url}) and Alertmanager ({stack.alertmanager_url}) keep running for a "
-            f"look around; stop them with: interposer stack --dir {stack.directory} down"
+            f"\nPrometheus ({stack.prometheus_url}), Alertmanager ({stack.alertmanager_url}) and Jaeger "
+            f"({stack.jaeger_url}) keep running for a look around; stop them with: "
+            f"interposer stack --dir {stack.directory} down"
         )
     healthy = (
         not stack_problem
         and alert is not None
+        and in_jaeger
+        and answered
         and report.checksums_ok == report.files_written
         and status["internal_errors"] == 0
         and status["open_files"] == 0

@@ -132,6 +132,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.otlp_port}"
 
     @property
+    def otlp_http_endpoint(self) -> str:
+        """The collector's OTLP/HTTP receiver, where ``interposer traces FILE --replay`` sends a span file."""
+        return f"http://127.0.0.1:{self._ports()['otlp_http']}"
+
+    @property
     def jaeger_url(self) -> str:
         """Jaeger's query API (/api/v3/traces, /api/traces?service=...)."""
         return f"http://127.0.0.1:{self.jaeger_port}"
@@ -367,6 +372,18 @@ class LocalStack:
         with urllib.request.urlopen(f"{self.jaeger_url}/api/traces?{query}", timeout=10) as response:
             traces: list[dict[str, Any]] = json.load(response).get("data") or []
         return traces
+
+    def jaeger_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """One trace by its id, through Jaeger's query API (as the UI's trace page reads it); None until Jaeger
+        has it."""
+        try:
+            with urllib.request.urlopen(f"{self.jaeger_url}/api/traces/{trace_id}", timeout=10) as response:
+                traces: list[dict[str, Any]] = json.load(response).get("data") or []
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        return traces[0] if traces else None
 
     def jaeger_monitor(self, metric: str, service: str, **parameters: str) -> list[dict[str, Any]]:
         """One of the Monitor tab's queries (``metric``: calls, errors or latencies), through Jaeger's metrics API
