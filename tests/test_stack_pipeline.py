@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from interposer.local.stack import SERVICES, LocalStack, StackError, program
+import pytest
+
+from interposer.local.stack import ENVIRONMENTS, SERVICES, LocalStack, StackError, program
 from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory, require
@@ -43,11 +45,14 @@ def poll(what: str, probe: Any) -> Any:
 
 
 @contextmanager
-def pipeline(mount_factory: MountFactory, scratch: Path, name: str) -> Iterator[tuple[LocalStack, MountProcess, str]]:
-    """A stack of the test's own, and a mount sending it its telemetry as service ``name``, which has written a
-    file; the mount is stopped and the stack brought down afterwards."""
+def pipeline(
+    mount_factory: MountFactory, scratch: Path, name: str, environment: str = "default"
+) -> Iterator[tuple[LocalStack, MountProcess, str]]:
+    """A stack of the test's own, running what ``environment`` renders, and a mount sending it its telemetry as
+    service ``name``, which has written a file; the mount is stopped and the stack brought down afterwards."""
     require_programs()
-    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
+    ports = (free_port(), free_port(), free_port(), free_port())
+    stack = LocalStack(scratch / "stack", *ports, environment=environment)
     service = f"{name}-{scratch.name[-8:]}"
     try:
         stack.up()
@@ -59,10 +64,12 @@ def pipeline(mount_factory: MountFactory, scratch: Path, name: str) -> Iterator[
         assert set(stack.down()) <= set(SERVICES)
 
 
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
 def test_a_mounts_trace_is_found_in_jaeger_and_its_span_metrics_in_prometheus(
-    mount_factory: MountFactory, scratch: Path
+    mount_factory: MountFactory, scratch: Path, environment: str
 ) -> None:
-    with pipeline(mount_factory, scratch, "pipeline") as (stack, mount, service):
+    """In each environment: they differ in what Jaeger stores traces in (memory, or badger on disk)."""
+    with pipeline(mount_factory, scratch, "pipeline", environment) as (stack, mount, service):
         assert (mount.mountpoint / "data").read_bytes() == b"x" * 65536
         (mount.mountpoint / "dir").mkdir()
 
