@@ -9,8 +9,9 @@ tools/upstream_facts.py), changed by code only where one machine differs from a
 cluster: addresses, ports and storage paths.  A mount whose
 OTEL_EXPORTER_OTLP_ENDPOINT is the collector's (``otlp_endpoint``) sends its
 spans on to Jaeger, and its metrics and span metrics to Prometheus; a mount with
-a Prometheus endpoint of its own is scraped directly (found through the mounts'
-control sockets).  Running it again refreshes that target list, which
+a Prometheus endpoint of its own is scraped as the chart's volume server pods are,
+by the job prometheus-operator makes of their PodMonitor (found through the
+mounts' control sockets).  Running it again refreshes that target list, which
 Prometheus rereads by itself.  ``interposer stack down`` stops them all.
 """
 
