@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from .kube import ControlPlane, binary
 
 ROOT = Path(__file__).resolve().parent.parent
 HELMFILE = ROOT / "helmfile.d"
+WALK_THROUGH = ROOT / "docs" / "kubernetes.md"
 FACTS = HELMFILE / "reference" / "upstream-facts.yaml"
 RELEASE = "interposer"
 INSTANCE_LABEL = f"app.kubernetes.io/instance={RELEASE}"
@@ -139,3 +142,31 @@ def test_apply_installs_then_changes_nothing_sync_upgrades_and_destroy_leaves_on
     assert helmfile.releases() == []
     remaining = objects_of_the_release(cluster)
     assert remaining <= KEPT_BY_HELM, f"helmfile destroy left {sorted(remaining - KEPT_BY_HELM)}"
+
+
+def walk_through_step(number: int) -> tuple[list[str], list[str]]:
+    """Step ``number`` of docs/kubernetes.md's walk-through: its commands, and the outputs the text after the
+    block shows (each in backticks), in order."""
+    text = WALK_THROUGH.read_text()
+    found = re.search(rf"```sh\n# {number}\. .*?\n(.*?)```\n\n(.*?)\n\n", text, re.DOTALL)
+    assert found, f"docs/kubernetes.md has no step {number}"
+    commands = [line for line in found[1].splitlines() if line and not line.startswith("#")]
+    return commands, re.findall(r"`([^`]+)`", found[2])
+
+
+@pytest.mark.parametrize("helmfile", ["default"], indirect=True)
+def test_the_walk_throughs_workload_step_prints_what_the_document_shows(
+    helmfile: Helmfile, cluster: ControlPlane
+) -> None:
+    """Step 5, a pod with an interposed scratch volume, run as written against the API server after the
+    interposer's release (step 4); kwok's node runs the pod to Ready.  The document's outputs are these."""
+    helmfile.run("apply", "--skip-diff-on-install")
+    commands, shown = walk_through_step(5)
+    outputs = []
+    for command in commands:
+        program, *arguments = shlex.split(command)
+        assert program == "kubectl", f"step 5 runs {program}, which this test does not"
+        result = cluster.kubectl(*arguments)  # as written: kubectl wait's own 30 s timeout included
+        outputs.append(result.stdout.strip())
+    assert outputs == shown, f"docs/kubernetes.md shows {shown}; the commands printed {outputs}"
+    cluster.kubectl("delete", "pod", "io-under-test", "--wait=false")
