@@ -627,6 +627,14 @@ def _host_port(_context: click.Context, _parameter: click.Parameter, value: str 
     help="Seconds NodeGetVolumeStats waits for a mount to answer before it reports the volume abnormal.",
 )
 @click.option(
+    "--watch-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between the node plugin's own looks at every volume's server: a dead or hung one is logged and "
+    "counted within this time, asked or not (0: only when the kubelet or a scrape asks).",
+)
+@click.option(
     "--live-control/--no-live-control",
     default=True,
     show_default=True,
@@ -653,6 +661,7 @@ def csi(
     server_cgroup: Path | None,
     server_pods: Path | None,
     probe_timeout: float,
+    watch_interval: float,
     live_control: bool,
     kubeconfig: Path | None,
 ) -> None:
@@ -688,6 +697,10 @@ def csi(
         node = NodeService(name, roots, supervisor, max_volumes)
         node.adopt()
         services["Node"] = node
+        if watch_interval > 0:
+            from .csi.watch import start as watch
+
+            watch(node, watch_interval)
         if live_control:
             from .csi.live_control import start
 

@@ -387,3 +387,20 @@ def test_every_allowed_field_is_a_field_of_the_config_model() -> None:
         "throttle": {"read_iops": {"rate": 5}},
         "faults": {"enabled": False},
     }
+
+
+def test_a_dead_server_is_noticed_without_anyone_asking(scratch: Path) -> None:
+    """The plugin looks at its volumes' servers on its own (--watch-interval): a killed server is logged and
+    recorded as lost though nothing calls NodeGetVolumeStats or scrapes the plugin."""
+    require_fuse()
+    with CsiPlugin(scratch, "--watch-interval", "0.5") as plugin:
+        target = target_in(plugin, "watched")
+        publish(plugin, "csi-watched", target, POD)
+        [publication] = plugin.publications()
+        assert publication.pid is not None
+        assert publication.lost is None
+        os.kill(publication.pid, signal.SIGKILL)
+        wait_for(lambda: plugin.publications()[0].lost is not None, what="the plugin to record the server lost")
+        assert f"volume csi-watched at {target}: " in plugin.log()
+        assert "gone" in (plugin.publications()[0].lost or "")
+        unpublish(plugin, "csi-watched", target)
