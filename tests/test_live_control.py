@@ -144,9 +144,21 @@ def setup(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
         publish(plugin, "live-1", target, context)
         (target / "table").write_bytes(b"rows")
         api_client = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-        yield Setup(
+        ready = Setup(
             cluster, plugin, client.CustomObjectsApi(api_client), client.CoreV1Api(api_client), uid, target / "table"
         )
+        # The plugin's live control starts beside its gRPC service (the Kubernetes client's import, a list, a
+        # watch): the timings below start once it has seen and reconciled a resource, which selects nothing.
+        ready.api.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "VolumeExperiment",
+                "metadata": {"name": "warm-up", "namespace": NAMESPACE},
+                "spec": {"selector": {"matchLabels": {"app": "none"}}, "faults": EIO_ON_READ},
+            },
+        )  # fmt: skip
+        wait_for(lambda: "status" in ready.get("warm-up"), what="live control to reconcile a first resource")
+        ready.delete("warm-up")
+        yield ready
     finally:
         plugin.cleanup()
 
@@ -291,3 +303,27 @@ def test_rbac_node_plugin_reads_and_writes_status_only_editors_run_experiments(s
     wait_for(lambda: can_i(cluster, bob, "get", resource, NAMESPACE), timeout=30,
              what="the viewer role aggregated into view")  # fmt: skip
     assert not can_i(cluster, bob, "create", resource, NAMESPACE)
+
+
+def test_a_repeated_event_counts_up_on_one_event(setup: Setup, tmp_path: Path) -> None:
+    """A volume that fails at every retry (every 2 s) gives one Warning Event whose count grows, as the
+    kubelet's recorder does, not one Event per retry; another message is an Event of its own.  The plugin's
+    recorder, against the real API server, with the Pod of the module's setup as the object."""
+    from kubernetes import config
+
+    from interposer.csi.live_control import LiveControl
+    from interposer.csi.node import NodeRoots, NodeService
+    from interposer.csi.plugin import supervisor_for
+
+    roots = NodeRoots(kubelet=tmp_path / "kubelet", host=None, volumes=tmp_path / "volumes", state=tmp_path / "state")
+    supervisor = supervisor_for("recorder", roots.state, None, None, 10.0, 1.0, None)
+    api_client = config.new_client_from_config(str(setup.cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    recorder = LiveControl(NodeService("recorder", roots, supervisor), api_client)
+    pod = ("v1", "Pod", "db-0", setup.pod_uid)
+    for _ in range(3):
+        recorder._event(NAMESPACE, pod, "LiveControlFailed", "Warning", "volume data: the server does not answer")
+    recorder._event(NAMESPACE, pod, "LiveControlFailed", "Warning", "volume data: refused")
+
+    events = setup.core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.uid={setup.pod_uid}").items
+    failed = {event.message: event.count for event in events if event.reason == "LiveControlFailed"}
+    assert failed == {"volume data: the server does not answer": 3, "volume data: refused": 1}

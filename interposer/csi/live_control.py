@@ -65,6 +65,8 @@ RESYNC_SECONDS = 30.0
 """Longest between two reconciles: a pod's labels changed, or a volume published before its pod was known."""
 WATCH_SECONDS = 300
 RETRY_SECONDS = 2.0
+RECORDED_EVENTS = 4096
+"""Objects whose last Event the plugin remembers, to count a repeat on it rather than add another."""
 CONTROL_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 10.0
 """Seconds any API request may take: the client has no limit of its own, and a hung call would stall live control."""
@@ -211,6 +213,10 @@ class LiveControl:
         self.threads: list[threading.Thread] = []
         self.failures = 0
         """Volumes the last reconcile could not bring to their sections."""
+        self.recorded: dict[tuple[str, str], tuple[str, str, str, int]] = {}
+        """The last Event recorded per (namespace, object uid): its reason, message, name and count.  The same
+        Event again (a volume failing at every retry) counts up on that Event, as the kubelet's recorder does,
+        instead of adding one Event per retry.  At most ``RECORDED_EVENTS`` objects, the oldest forgotten."""
 
     def start(self) -> None:
         for target, name in ((self._watch, "live-control-watch"), (self._reconcile_loop, "live-control")):
@@ -458,10 +464,31 @@ class LiveControl:
 
         api_version, object_kind, name, uid = involved
         now = _timestamp(_now())
+        key = (namespace, uid)
+        last = self.recorded.pop(key, None)
+        if last is not None and last[:2] == (reason, text):
+            _, _, event_name, count = last
+            try:
+                self.core.patch_namespaced_event(
+                    event_name,
+                    namespace,
+                    {"count": count + 1, "lastTimestamp": now},
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+                self.recorded[key] = (reason, text, event_name, count + 1)
+                return
+            except ApiException as exc:
+                if exc.status != 404:  # gone (Events expire after an hour): recorded anew below
+                    self.recorded[key] = last
+                    log.warning(
+                        "live control: cannot count event %s on %s %s: %s", reason, object_kind, name, exc.reason
+                    )
+                    return
+        event_name = f"{name}.{time.time_ns():x}"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "metadata": {"name": event_name, "namespace": namespace},
             "involvedObject": {
                 "apiVersion": api_version,
                 "kind": object_kind,
@@ -483,6 +510,9 @@ class LiveControl:
             event = client.CoreV1Event.from_dict(body)
             assert event is not None, "a body was given"
             self.core.create_namespaced_event(namespace, event, _request_timeout=REQUEST_TIMEOUT)
+            self.recorded[key] = (reason, text, event_name, 1)
+            while len(self.recorded) > RECORDED_EVENTS:
+                del self.recorded[next(iter(self.recorded))]
         except ApiException as exc:
             log.warning("live control: cannot record event %s on %s %s: %s", reason, object_kind, name, exc.reason)
 
