@@ -35,16 +35,50 @@ MEASURED = ("rand-read-4K-1job", "create-stat-unlink", "stat")
 
 
 def cpu_ticks(pid: int) -> int:
-    """CPU time of a process and its children (a mount's span export process)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                ticks += cpu_ticks(int(child))
-            except FileNotFoundError:
-                continue  # it has just exited
+    """CPU time of a process and its children (a mount's span export process), in clock ticks; exited threads'
+    time included."""
+    ticks = 0
+    for process in _tree(pid):
+        try:
+            fields = (process / "stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue  # it has just exited
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
     return ticks
+
+
+def thread_runs(pid: int) -> dict[int, tuple[int, int]]:
+    """Per thread of a process and its children: (nanoseconds on a CPU, times it was scheduled in), from the
+    scheduler's own counts (``schedstat``): far finer than ``cpu_ticks``, to show that an idle mount does not run."""
+    runs = {}
+    for process in _tree(pid):
+        for task in _listing(process / "task"):
+            try:
+                on_cpu, _, slices = (task / "schedstat").read_text().split()
+            except FileNotFoundError:
+                continue
+            runs[int(task.name)] = (int(on_cpu), int(slices))
+    return runs
+
+
+def _tree(pid: int) -> list[Path]:
+    """``/proc/PID`` of a process and of its descendants."""
+    processes = [Path(f"/proc/{pid}")]
+    for task in _listing(processes[0] / "task"):
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
+            processes += _tree(int(child))
+    return processes
+
+
+def _listing(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
 
 
 def wait_until_idle(server: int, quiet: float = 0.3, timeout: float = 15.0) -> None:

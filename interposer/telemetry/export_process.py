@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 SCOPE = (SCOPE_NAME, __version__)
 """The instrumentation scope of every span."""
 REPORT_INTERVAL = 0.5
-"""Seconds between reports of changed counts, when no batch arrives to prompt one."""
+"""Seconds between reports of changed counts, when no batch arrives to prompt one, while spans are on their way
+out; with none, the process sleeps until the next batch (an idle mount's export costs no CPU)."""
 MAX_BATCH = 512
 """Spans per export (per line of the span file)."""
 
@@ -62,6 +63,10 @@ class Export(Protocol):
     def add(self, spans: list[SpanData]) -> None: ...
 
     def tick(self) -> None: ...
+
+    def busy(self) -> bool:
+        """Whether spans are still on their way out (so a tick or a count may be due)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -92,6 +97,9 @@ class FileExport:
     def tick(self) -> None:
         if self._pending and time.monotonic() - self._since >= self._delay:
             self._write()
+
+    def busy(self) -> bool:
+        return bool(self._pending)
 
     def close(self) -> None:
         self._write()
@@ -128,6 +136,7 @@ class QueuedExport:
         self._queue: deque[ReadableSpan] = deque()
         self._ready = threading.Condition()
         self._closing = False
+        self._exporting = False
         self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
         self._thread.start()
 
@@ -143,12 +152,17 @@ class QueuedExport:
             return
         built = [to_span(span, self._resource, self._scope) for span in kept]
         with self._ready:
+            was_empty = not self._queue
             self._queue.extend(built)
-            if len(self._queue) >= self._batch:
-                self._ready.notify()
+            if was_empty or len(self._queue) >= self._batch:
+                self._ready.notify()  # the first span starts the batch's delay; a full batch goes at once
 
     def tick(self) -> None:
         return None  # the export thread keeps its own schedule
+
+    def busy(self) -> bool:
+        with self._ready:
+            return bool(self._queue) or self._exporting
 
     def close(self) -> None:
         """Export everything queued, then shut the exporter down; stop a collector's retries after
@@ -171,6 +185,9 @@ class QueuedExport:
     def _run(self) -> None:
         while True:
             with self._ready:
+                self._exporting = False
+                if not self._queue and not self._closing:
+                    self._ready.wait()  # nothing to export: sleep until a span comes
                 if len(self._queue) < self._batch and not self._closing:
                     self._ready.wait(self._delay)
                 if not self._queue:
@@ -178,6 +195,7 @@ class QueuedExport:
                         return
                     continue
                 batch = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+                self._exporting = True
             self._export(batch)
 
     def _export(self, batch: list[ReadableSpan]) -> None:
@@ -239,10 +257,12 @@ def serve(channel: socket.socket) -> int:
             elif size > 0:
                 export.add([span_data(record) for record in marshal.loads(view[:size])])
             export.tick()
+            idle = not export.busy()  # asked before the counts are read: an export still running may change them
             counts = (health.dropped_spans, health.export_failures[SIGNAL_TRACES])
             if counts != reported:
                 _report(channel, {"dropped": counts[0], "failures": counts[1]})
                 reported = counts
+            channel.settimeout(None if idle else tick)
     finally:
         export.close()
     return 0

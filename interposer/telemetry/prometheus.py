@@ -13,15 +13,19 @@ reader's constructor and prometheus_client's collector protocol.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from itertools import chain
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.samples import Exemplar
 
@@ -106,21 +110,52 @@ class PrometheusEndpoint:
     @staticmethod
     def _listen(
         registry: CollectorRegistry, host: str, port: int, port_is_default: bool
-    ) -> tuple[WSGIServer, threading.Thread]:
+    ) -> tuple[ThreadingWSGIServer, threading.Thread]:
         try:
-            return start_http_server(port, host, registry)
+            return _serve(registry, host, port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and port_is_default:
-                return start_http_server(0, host, registry)
+                return _serve(registry, host, 0)
             raise ConfigError(
                 "metrics.prometheus_host / metrics.prometheus_port (or OTEL_EXPORTER_PROMETHEUS_HOST / "
                 f"OTEL_EXPORTER_PROMETHEUS_PORT): cannot listen on {host}:{port}: {exc.strerror}"
             ) from None
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving.  The server waits for connections, not on a timer, so it hears ``shutdown`` at its next
+        connection: close makes one, as often as it takes."""
+        stopping = threading.Thread(target=self._server.shutdown, name="metrics-endpoint-stop")
+        stopping.start()
+        host, port = self._server.server_address[:2]
+        while stopping.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection((str(host), int(port)), timeout=1).close()
+            stopping.join(0.05)
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Scrapes are not logged."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def _serve(registry: CollectorRegistry, host: str, port: int) -> tuple[ThreadingWSGIServer, threading.Thread]:
+    """prometheus_client's WSGI server for ``registry`` on ``host:port``, in a thread that sleeps until a
+    connection comes (``start_http_server`` wakes it twice a second to look for a shutdown: an idle mount's only
+    CPU, once the rest sleeps)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(str(address[0]), port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": None}, daemon=True)
+    thread.name = "metrics-endpoint"
+    thread.start()
+    return server, thread
 
 
 def _url_host(host: str) -> str:

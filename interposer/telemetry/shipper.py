@@ -24,6 +24,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,8 @@ class SpanShipper:
         self._reported_dropped = self._reported_failures = 0
         self._earlier_dropped = self._earlier_failures = 0
         """Counts reported by export processes that have since exited."""
+        self._record_arrived: trio.Event | None = None
+        """Set by the first record while ``run`` sleeps with nothing pending (None while it does not)."""
 
     # -- the export process --------------------------------------------------------------
 
@@ -155,6 +159,8 @@ class SpanShipper:
         pending.append(record)
         if len(pending) >= BATCH_RECORDS:
             self.flush()
+        elif self._record_arrived is not None:
+            self._record_arrived.set()
 
     def flush(self) -> None:
         """Send what is pending, without waiting."""
@@ -216,14 +222,33 @@ class SpanShipper:
         health.export_failures[SIGNAL_TRACES] = self._earlier_failures + self._reported_failures
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send thin traffic's batches, collect the export process's counts, restart it if it died."""
+        """Send thin traffic's batches, collect the export process's counts, restart it if it died.
+
+        It wakes for work only: a batch that has waited ``FLUSH_INTERVAL``, a report or the end of the export
+        process (its socket becomes readable), or a dead process's restart; an idle mount's shipper sleeps."""
         task_status.started()
         while True:
-            await trio.sleep(FLUSH_INTERVAL)
+            await self._until_work()
             self.flush()
             if self._channel is not None:
                 self._take_reports()
             self._restart_if_exited()
+
+    async def _until_work(self) -> None:
+        channel = self._channel
+        if channel is None:  # the export process died: start another after the pause
+            await trio.sleep(max(self._started + RESTART_PAUSE - time.monotonic(), 0.0))
+            return
+        if not self._pending:
+            self._record_arrived = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    for wait in (self._record_arrived.wait, partial(trio.lowlevel.wait_readable, channel)):
+                        nursery.start_soon(_cancel_when_done, wait, nursery.cancel_scope)
+            finally:
+                self._record_arrived = None
+        if self._pending:
+            await trio.sleep(FLUSH_INTERVAL)  # let the batch fill
 
     def close(self, timeout: float = EXIT_TIMEOUT) -> None:
         """Send what is pending, then let the export process export everything and exit."""
@@ -245,3 +270,9 @@ class SpanShipper:
         if channel is not None:
             channel.close()
         self._channel = self._process = None
+
+
+async def _cancel_when_done(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    """Wait, then cancel ``scope``: the first of several waits in one nursery ends them all."""
+    await wait()
+    scope.cancel()

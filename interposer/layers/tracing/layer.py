@@ -155,6 +155,7 @@ class TracingLayer:
         self._idle_gap_ns = int(config.activity_idle_gap * 1e9)
         self._max_ns = int(config.segment_max_seconds * 1e9)
         self._sweep_interval = min(config.activity_idle_gap, config.segment_max_seconds) / 2
+        self._sweeper_parked: trio.Event | None = None
         self._max_operations = config.segment_max_operations
         self._span_ids = itertools.count(_new_id(62))
         self._files: dict[int, Group] = {}
@@ -232,6 +233,8 @@ class TracingLayer:
 
     def _new_segment(self, group: Group, now: int) -> None:
         self._end_segment(group)
+        if self._sweeper_parked is not None:  # something may end by itself from now on: the sweeper watches it
+            self._sweeper_parked.set()
         group.segment += 1
         group.started = now
         group.deadline = now + self._max_ns
@@ -375,18 +378,39 @@ class TracingLayer:
     # -- lifetime ----------------------------------------------------------------------
 
     async def sweep(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """End idle activity spans and over-age segments, so nothing stays open without bound."""
+        """End idle activity spans and over-age segments, so nothing stays open without bound.
+
+        It wakes only when something is due (at most every ``_sweep_interval``, so busy groups whose ends keep
+        moving do not wake it more often), and sleeps for good while nothing is open, until a segment starts:
+        an idle mount burns no CPU (docs/performance.md, "An idle mount")."""
         task_status.started()
         while True:
-            await trio.sleep(self._sweep_interval)
-            now = _clock()
-            for pid, group in list(self._activities.items()):
-                if group.inflight == 0 and now - group.last_active > self._idle_gap_ns:
-                    self._end_segment(group)
-                    del self._activities[pid]
-            for group in (*self._files.values(), *self._dirs.values()):
-                if group.ids is not None and group.inflight == 0 and now >= group.deadline:
-                    self._end_segment(group)  # the handle's next operation starts the next segment
+            due = self._sweep(_clock())
+            if due is None:
+                self._sweeper_parked = trio.Event()
+                await self._sweeper_parked.wait()
+                self._sweeper_parked = None
+            else:
+                await trio.sleep(max(due, self._sweep_interval))
+
+    def _sweep(self, now: int) -> float | None:
+        """End what is due; the seconds until the next group may be due, or None when no group can end itself."""
+        soonest: int | None = None
+        for pid, group in list(self._activities.items()):
+            due = group.last_active + self._idle_gap_ns
+            if group.inflight == 0 and now > due:
+                self._end_segment(group)
+                del self._activities[pid]
+            elif soonest is None or due < soonest:
+                soonest = due
+        for group in (*self._files.values(), *self._dirs.values()):
+            if group.ids is None:
+                continue  # nothing open: its next operation starts a segment, which wakes the sweeper
+            if group.inflight == 0 and now >= group.deadline:
+                self._end_segment(group)  # the handle's next operation starts the next segment
+            elif soonest is None or group.deadline < soonest:
+                soonest = group.deadline
+        return None if soonest is None else max(soonest - now, 0) / 1e9
 
     def close(self) -> None:
         """End every open parent span (the mount is going away)."""
