@@ -30,7 +30,7 @@ from interposer.mount.child import MountProcess
 from .paired import Interval, paired_ratios
 from .profile import profile_workloads
 from .references import example_mount, floor_mount
-from .subjects import Subject
+from .subjects import DO_NOTHING, EXAMPLE, NATIVE, Subject, scraped
 from .workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings, Target, Workload
 
 
@@ -124,15 +124,15 @@ def main(
             assert mount.process is not None
             metrics = (mount.status().get("metrics") or {}).get("exporters", {}).get("prometheus")
             subjects = {
-                "native": Subject("native", Target(native, native)),
-                "mount": Subject("mount", Target(mountpoint, backing), mount.process.pid, metrics),
+                NATIVE: Subject(NATIVE, Target(native, native)),
+                "mount": Subject("mount", Target(mountpoint, backing), mount.process.pid, scraped(metrics)),
             }
             if references:
                 example = mounts.enter_context(example_mount(example_backing, example_mountpoint, base / "example.log"))
                 floor = mounts.enter_context(floor_mount(floor_mountpoint, base / "floor.log"))
-                subjects["example"] = Subject("example", Target(example_mountpoint, example_backing), example.pid)
+                subjects[EXAMPLE] = Subject(EXAMPLE, Target(example_mountpoint, example_backing), example.pid)
                 # The do-nothing file system invents entries, so "direct" is a scratch directory it never serves.
-                subjects["do_nothing"] = Subject("do_nothing", Target(floor_mountpoint, scratch), floor.pid)
+                subjects[DO_NOTHING] = Subject(DO_NOTHING, Target(floor_mountpoint, scratch), floor.pid)
             for workload in selected:
                 result = run_workload(workload, subjects, settings, repeats or workload.repeats)
                 results.append(result.as_json())
@@ -157,7 +157,7 @@ def main(
     click.echo(f"results written to {output}")
 
 
-REFERENCES = ("example", "do_nothing")
+REFERENCES = (EXAMPLE, DO_NOTHING)
 """The reference targets of benchmarks/references.py, by the name their ratios carry."""
 
 
@@ -165,14 +165,14 @@ REFERENCES = ("example", "do_nothing")
 class Result:
     """One workload's figures per target and run, and the mount's ratios to native and to the references: of the
     medians (what the floors are set against), and paired run by run, with a confidence interval; each server's CPU
-    seconds per run, and the requests the mount served per run by operation (where it has metrics)."""
+    seconds per run, and the requests each target served per run by operation (where they are counted)."""
 
     workload: str
     unit: str
     runs: dict[str, list[float]]
     floor: float | None
     server_seconds: dict[str, list[float]]
-    requests: dict[str, float]
+    requests: dict[str, dict[str, float]]
 
     @property
     def figures(self) -> dict[str, float]:
@@ -182,9 +182,14 @@ class Result:
     @property
     def cpu_us_per_request(self) -> float | None:
         """The mount's server CPU per request served (median run), where its metrics counted the requests."""
-        if not self.requests:
+        return self.cpu_us_per_request_of("mount")
+
+    def cpu_us_per_request_of(self, target: str) -> float | None:
+        """A target's server CPU per request served (median run), where its requests were counted."""
+        served = sum(self.requests.get(target, {}).values())
+        if not served:
             return None
-        return statistics.median(self.server_seconds["mount"]) / sum(self.requests.values()) * 1e6
+        return statistics.median(self.server_seconds[target]) / served * 1e6
 
     def paired(self, target: str) -> Interval:
         """The mount's figure over the target's, run by run (the same moment's load on both)."""
@@ -192,7 +197,7 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        return self.ratio_to("native")
+        return self.ratio_to(NATIVE)
 
     def ratio_to(self, target: str) -> float:
         return self.figures["mount"] / self.figures[target] if self.figures[target] else 0.0
@@ -210,8 +215,26 @@ class Result:
             "runs": self.runs,
             **paired,
             "server_cpu_seconds": self.server_seconds,
-            "mount_requests_per_run": self.requests,
+            "mount_requests_per_run": self.requests.get("mount", {}),
             "mount_cpu_us_per_request": self.cpu_us_per_request,
+        }
+
+    def per_subject(self) -> dict[str, object]:
+        """Per target: every run's figure and their median, its server's CPU seconds per run, the requests per run
+        by operation and the CPU µs per request (where counted)."""
+        return {
+            "workload": self.workload,
+            "unit": self.unit,
+            "subjects": {
+                name: {
+                    "runs": runs,
+                    "median": statistics.median(runs),
+                    "server_cpu_seconds": self.server_seconds.get(name, []),
+                    "requests_per_run": self.requests.get(name, {}),
+                    "cpu_us_per_request": self.cpu_us_per_request_of(name),
+                }
+                for name, runs in self.runs.items()
+            },
         }
 
     def describe(self) -> str:
@@ -236,20 +259,20 @@ class Result:
 def run_workload(workload: Workload, subjects: dict[str, Subject], settings: Settings, repeats: int) -> Result:
     """One workload on every target that can serve it, interleaved, the order rotated from run to run, so that drift
     and the machine's load hit all of them alike; each server left idle before the next target runs."""
-    names = [name for name in subjects if name != "do_nothing" or workload.name in DO_NOTHING_WORKLOADS]
+    names = [name for name in subjects if name != DO_NOTHING or workload.name in DO_NOTHING_WORKLOADS]
     runs: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names if subjects[name].server is not None}
-    requests: Counter[str] = Counter()
+    requests: dict[str, Counter[str]] = {name: Counter() for name in names}
     for repeat in range(repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             subject = subjects[name]
             requests_before, cpu_before = subject.requests(), subject.server_seconds()
             runs[name].append(workload.run(subject.target, settings))
-            requests.update(subject.requests() - requests_before)
+            requests[name].update(subject.requests() - requests_before)
             subject.settle()
             if name in cpu:
                 cpu[name].append(subject.server_seconds() - cpu_before)
-    per_run = {op: count / repeats for op, count in requests.most_common()}
+    per_run = {name: {op: n / repeats for op, n in ops.most_common()} for name, ops in requests.items() if ops}
     return Result(workload.name, workload.unit, runs, workload.floor, cpu, per_run)
 
 

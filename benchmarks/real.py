@@ -54,23 +54,16 @@ from typing import Any
 
 import click
 
-from interposer.mount.child import MountProcess
-
 from .__main__ import machine
-from .overhead import BASELINE, VARIANTS
+from .overhead import BASELINE
 from .paired import Interval, paired_ratios
 from .references import example_mount
-from .subjects import Subject
+from .subjects import DEFAULT, EXAMPLE, NATIVE, XATTRS_OFF, Subject, interposer_subject
 from .workloads import Target
 
-NATIVE, EXAMPLE, XATTRS_OFF, DEFAULT = "native", "example", "bare-xattrs-off", "default"
-MOUNT_CONFIGS = {
-    BASELINE: VARIANTS[BASELINE],
-    XATTRS_OFF: VARIANTS[BASELINE] + "fuse:\n  xattrs: false\n",
-    DEFAULT: "tracing:\n  file: {work}/spans.jsonl\n",
-}
-"""The interposer's subjects: no telemetry, no telemetry and no xattrs, the defaults (the span file kept in scratch)."""
-SUBJECTS = (NATIVE, EXAMPLE, *MOUNT_CONFIGS)
+MOUNTS = (BASELINE, XATTRS_OFF, DEFAULT)
+"""The interposer's subjects (benchmarks/subjects.py): no telemetry, no telemetry and no xattrs, the defaults."""
+SUBJECTS = (NATIVE, EXAMPLE, *MOUNTS)
 SERVERS = SUBJECTS[1:]
 """The subjects served by a process of their own, whose CPU time is measured."""
 LABELS = {
@@ -364,19 +357,7 @@ def mounted_subjects(base: Path) -> Iterator[list[Subject]]:
         mountpoint.mkdir()
         example = stack.enter_context(example_mount(backing, mountpoint, base / f"{EXAMPLE}.log"))
         subjects.append(Subject(EXAMPLE, Target(mountpoint, backing), example.pid))
-        for name, template in MOUNT_CONFIGS.items():
-            work = base / name
-            (work / "backing").mkdir(parents=True)
-            (work / "mnt").mkdir()
-            (work / "config.yaml").write_text(template.format(work=work))
-            log = stack.enter_context((work / "log").open("wb"))
-            mount = stack.enter_context(
-                MountProcess(work / "backing", work / "mnt", ["--config", str(work / "config.yaml")], log=log)
-            )
-            exporters = (mount.status().get("metrics") or {}).get("exporters", {})
-            assert mount.process is not None
-            target = Target(mount.mountpoint, mount.backing)
-            subjects.append(Subject(name, target, mount.process.pid, exporters.get("prometheus")))
+        subjects += [interposer_subject(name, base / name, stack) for name in MOUNTS]
         yield subjects
 
 

@@ -88,8 +88,11 @@ def _data_file(target: Target, settings: Settings) -> str:
     return name
 
 
-def _fio_job(rw: str, block: str, figure: str, *, reads_cached_file: bool, jobs: int = 1, max_mb: int = 0) -> Run:
-    """A time-based fio job; read jobs use a file kept in the page cache, write jobs a scratch file."""
+def _fio_job(
+    rw: str, block: str, figure: str, *, reads_cached_file: bool, jobs: int = 1, max_mb: int = 0, direct: bool = False
+) -> Run:
+    """A time-based fio job; read jobs use a file kept in the page cache, write jobs a scratch file.  ``direct``:
+    O_DIRECT, so every call is a request whatever the kernel caches (the mount's own cost, per request)."""
 
     def run(target: Target, settings: Settings) -> float:
         size_mb = min(settings.file_size_mb, max_mb) if max_mb else settings.file_size_mb
@@ -110,6 +113,7 @@ def _fio_job(rw: str, block: str, figure: str, *, reads_cached_file: bool, jobs:
             "--randrepeat=0",
             "--time_based",
             f"--runtime={settings.runtime}",
+            f"--direct={int(direct)}",
             extra,
         )
         return figures[figure]
@@ -176,6 +180,11 @@ WORKLOADS = [
     Workload("seq-read-1M", "B/s", _fio_job("read", "1M", "read_bps", reads_cached_file=True), 3),
     Workload("rand-read-4K-1job", "IOPS", _fio_job("randread", "4k", "read_iops", reads_cached_file=True), 1, 0.026),
     Workload("rand-read-4K-2jobs", "IOPS", _fio_job("randread", "4k", "read_iops", reads_cached_file=True, jobs=2)),
+    Workload(
+        "rand-read-4K-direct-2jobs",
+        "IOPS",
+        _fio_job("randread", "4k", "read_iops", reads_cached_file=True, jobs=2, direct=True),
+    ),
     Workload("rand-write-4K", "IOPS", _fio_job("randwrite", "4k", "write_iops", reads_cached_file=False, max_mb=256)),
     Workload("create-stat-unlink", "files/s", create_stat_unlink, repeats=5, floor=0.25),
     Workload("stat", "files/s", stat_files, repeats=5, floor=0.03),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ from benchmarks.profile import (
     STAGE_TELEMETRY,
     stage_of,
 )
-from benchmarks.real import COMMITS, DEFAULT, PAIRS, SUBJECTS, RealSettings
+from benchmarks.real import COMMITS, PAIRS, SUBJECTS, RealSettings
+from benchmarks.subjects import DEFAULT, DO_NOTHING, EXAMPLE, MOUNT_CONFIGS, NATIVE
+from benchmarks.targets import DIRECT_READS, GOALS, verdict
 from benchmarks.workloads import DO_NOTHING_WORKLOADS, WORKLOADS, Settings
 from interposer.names import OpName
 
@@ -38,10 +41,13 @@ def run_benchmark(module: str, *args: str) -> None:
 
 
 def test_quick_benchmark_reports_every_workload(scratch: Path) -> None:
+    """On tmpfs, the benchmark's default: pyfuse3's example hands O_DIRECT on to the backing file and reads into an
+    unaligned buffer, which ext4 refuses (EINVAL, and the example's session ends), so the O_DIRECT workload runs
+    on the example only where the backing file system takes any buffer."""
     require_fuse()
     require_command("fio")
     output = scratch / "report.json"
-    run_benchmark("benchmarks", "--quick", "--workdir", str(scratch / "work"), "--output", str(output))
+    run_benchmark("benchmarks", "--quick", "--output", str(output))
     report = json.loads(output.read_text())
     assert [row["workload"] for row in report["results"]] == [w.name for w in WORKLOADS]
     for row, workload in zip(report["results"], WORKLOADS, strict=True):
@@ -166,3 +172,54 @@ def test_a_paired_ratio_says_how_sure_it_is() -> None:
     nothing = Interval.of(paired_ratios([0.01], [0.0]))
     assert math.isnan(nothing.median)
     assert nothing.confidence == 0
+
+
+def test_quick_targets_pair_every_subject_and_count_requests_in_the_kernel(scratch: Path) -> None:
+    """benchmarks.targets: every subject mounted at once, each goal judged on its paired ratio, and the requests
+    each file system was sent counted by the kernel's tracepoint, the references' included (they have no metrics)."""
+    require_fuse()
+    require_command("fio")
+    output = scratch / "targets.json"
+    run_benchmark(
+        "benchmarks.targets", "--quick", "--only", "stat", "--only", DIRECT_READS, "--idle-seconds", "1",
+        "--output", str(output),
+    )  # fmt: skip
+    report = json.loads(output.read_text())
+    judged = {(row["subject"], row["reference"], row["workload"]) for row in report["targets"]}
+    assert judged == {
+        (goal.subject, goal.reference, workload)
+        for goal in GOALS
+        for workload in goal.workloads
+        if workload in ("stat", DIRECT_READS)
+    }
+    for row in report["targets"]:
+        assert row["verdict"] == "too few rounds", row  # two rounds: a 50% interval settles nothing
+        runs = report["results"][row["workload"]]["subjects"]
+        pairs = [a / b for a, b in zip(runs[row["subject"]]["runs"], runs[row["reference"]]["runs"], strict=True)]
+        assert row["ratio"]["median"] == statistics.median(pairs), row
+    files = Settings.quick().files
+    stat = report["results"]["stat"]["subjects"]
+    for name in (EXAMPLE, DO_NOTHING, *MOUNT_CONFIGS):
+        assert stat[name]["requests_per_run"][OpName.LOOKUP] >= files, (name, stat[name])  # a cold stat: a LOOKUP
+        assert stat[name]["cpu_us_per_request"] > 0, (name, stat[name])
+    assert not stat[NATIVE]["requests_per_run"]
+    reads = report["results"][DIRECT_READS]["subjects"]
+    for name in (EXAMPLE, *MOUNT_CONFIGS):
+        # O_DIRECT: one READ request per 4 KiB read fio made (fio's IOPS times its runtime, within a second's worth).
+        per_run = reads[name]["requests_per_run"][OpName.READ]
+        assert per_run == pytest.approx(reads[name]["median"] * report["settings"]["runtime"], rel=0.5), reads[name]
+    assert set(report["idle"]) == {EXAMPLE, DO_NOTHING, *MOUNT_CONFIGS}
+
+
+@pytest.mark.parametrize(
+    ("ratios", "expected"),
+    [
+        ([1.1, 1.2, 1.3, 1.2, 1.1, 1.4], "met"),
+        ([0.5, 0.6, 0.7, 0.6, 0.5, 0.8], "missed"),
+        ([0.9, 1.1, 1.0, 1.2, 0.8, 1.0], "unsettled"),
+        ([1.5, 1.6], "too few rounds"),
+        ([], "not measured"),
+    ],
+)
+def test_a_target_is_met_only_when_its_whole_interval_clears_it(ratios: list[float], expected: str) -> None:
+    assert verdict(Interval.of(ratios), 1.0) == expected
