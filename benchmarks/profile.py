@@ -11,7 +11,12 @@ mix), and splits the server's busy time by where each function lives:
 * ``telemetry``: handing kept spans over to the export machinery (interposer/telemetry, the span shipper);
 * ``backend``: the backends' Python (interposer/backends);
 * ``syscalls``: the system calls the server makes (``os``/``posix`` built-ins);
-* ``other``: everything else the process runs (shared helpers, the SDK).
+* ``other``: shared helpers of the interposer's (interposer/*.py) and what no stage calls.
+
+A library function or built-in that belongs to no stage (``dict.get``, the
+OpenTelemetry SDK, ``collections``, ``outcome``) is charged to the stage that
+called it, call edge by call edge, as the profile records each edge's time: a
+layer's clock reads count for that layer, trio's bookkeeping for trio.
 
 Time blocked waiting for the next request (the event loop's ``epoll``) is
 idle, not a stage.  Each stage is reported in microseconds per request
@@ -26,7 +31,7 @@ from __future__ import annotations
 import pstats
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from interposer.mount.child import MountProcess
 from interposer.names import PROFILE_VARIABLE, OpName
@@ -39,6 +44,8 @@ STAGE_BACKEND = "backend"
 STAGE_SYSCALLS = "syscalls"
 STAGE_TELEMETRY = "telemetry"
 STAGE_OTHER = "other"
+STAGE_CALLER = "(its caller's)"
+"""Not a stage: a function whose time is charged to the stage of the function that called it."""
 LAYER_STAGE_PREFIX = "layer "
 ADAPTER_MODULE = "/interposer/fuse/adapter.py"
 OPERATIONS = frozenset(op.value for op in OpName)
@@ -49,7 +56,7 @@ IDLE_FUNCTIONS = (
     "<built-in method time.sleep>",
 )
 """Where the server waits (for the next request, a reply on a socket, a thread): idle, excluded from every stage."""
-_FRAMEWORK_PATHS = ("/trio/", "/pyfuse3/", "/outcome/", "/sniffio/", "pyfuse3")
+_FRAMEWORK_PATHS = ("/trio/", "/pyfuse3/", "/outcome/", "/sniffio/", "pyfuse3", "outcome._impl")
 _SYSCALL_PREFIXES = (
     "<built-in method posix.",
     "<built-in method os.",
@@ -59,11 +66,12 @@ _SYSCALL_PREFIXES = (
 
 
 def stage_of(filename: str, function: str) -> str | None:
-    """The stage a profiled function belongs to; None for idle waiting."""
+    """The stage a profiled function belongs to; None for idle waiting, ``STAGE_CALLER`` for a library's function
+    or a built-in that is part of whatever called it."""
     if function in IDLE_FUNCTIONS:
         return None
     if filename == "~":  # a built-in: a system call, or part of whatever called it
-        return STAGE_SYSCALLS if function.startswith(_SYSCALL_PREFIXES) else STAGE_OTHER
+        return STAGE_SYSCALLS if function.startswith(_SYSCALL_PREFIXES) else STAGE_CALLER
     path = filename.replace("\\", "/")
     if "/interposer/fuse/" in path:
         return STAGE_ADAPTER
@@ -76,7 +84,9 @@ def stage_of(filename: str, function: str) -> str | None:
         return LAYER_STAGE_PREFIX + layer
     if any(part in path for part in _FRAMEWORK_PATHS):
         return STAGE_FRAMEWORK
-    return STAGE_OTHER
+    if "/interposer/" in path:
+        return STAGE_OTHER
+    return STAGE_CALLER
 
 
 @dataclass(frozen=True)
@@ -88,16 +98,36 @@ class StageProfile:
 
     @classmethod
     def read(cls, profile: Path) -> StageProfile:
-        """Each function's own time (callees excluded) summed by stage; idle waiting left out."""
+        """Each function's own time (callees excluded) summed by stage, a caller-charged function's along each call
+        edge to its caller's stage; idle waiting left out."""
         stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+        own = {function: stage_of(function[0], function[2]) for function in stats}
+        resolved: dict[Any, str | None] = {}
+
+        def stage(function: Any, visiting: frozenset[Any] = frozenset()) -> str | None:
+            """A function's stage; a caller-charged one takes that of the caller that spent most time in it."""
+            if own.get(function, STAGE_OTHER) != STAGE_CALLER:
+                return own.get(function, STAGE_OTHER)
+            if function not in resolved:
+                callers = stats[function][4]
+                ranked = sorted(callers, key=lambda caller: -callers[caller][2])
+                found = next((s for c in ranked if c not in visiting for s in [stage(c, visiting | {function})]), None)
+                resolved[function] = STAGE_OTHER if found in (None, STAGE_CALLER) else found
+            return resolved[function]
+
         seconds: dict[str, float] = {}
         requests: dict[str, int] = {}
-        for (filename, _line, function), (_calls, primitive_calls, own_time, _cumulative, _callers) in stats.items():
-            stage = stage_of(filename, function)
-            if stage is not None:
-                seconds[stage] = seconds.get(stage, 0.0) + own_time
-            if filename.endswith(ADAPTER_MODULE) and function in OPERATIONS:
-                requests[function] = primitive_calls
+        for function, (_calls, primitive_calls, own_time, _cumulative, callers) in stats.items():
+            filename, _line, name = function
+            edges = callers.items() if own[function] == STAGE_CALLER and callers else [(None, (0, 0, own_time, 0))]
+            for caller, (_n, _p, edge_time, _c) in edges:
+                charged = stage(function) if caller is None else stage(caller)
+                if charged == STAGE_CALLER:
+                    charged = STAGE_OTHER
+                if charged is not None:
+                    seconds[charged] = seconds.get(charged, 0.0) + edge_time
+            if filename.endswith(ADAPTER_MODULE) and name in OPERATIONS:
+                requests[name] = primitive_calls
         return cls(seconds, requests)
 
     def microseconds_per_request(self) -> dict[str, float]:

@@ -17,6 +17,7 @@ from benchmarks.profile import (
     LAYER_STAGE_PREFIX,
     STAGE_ADAPTER,
     STAGE_BACKEND,
+    STAGE_CALLER,
     STAGE_FRAMEWORK,
     STAGE_OTHER,
     STAGE_SYSCALLS,
@@ -103,6 +104,10 @@ def test_quick_overhead_benchmark_reports_every_variant(scratch: Path) -> None:
         ("~", "<built-in method posix.pread>", STAGE_SYSCALLS),
         ("~", "<method 'poll' of 'select.epoll' objects>", None),
         ("/src/interposer/names.py", "x", STAGE_OTHER),
+        # A library's function or a built-in is part of whatever called it: its time goes to its caller's stage.
+        ("/v/site-packages/opentelemetry/sdk/trace/__init__.py", "start_span", STAGE_CALLER),
+        ("~", "<method 'get' of 'dict' objects>", STAGE_CALLER),
+        ("<attrs generated methods outcome._impl.Value>", "__init__", STAGE_FRAMEWORK),
     ],
 )
 def test_profile_stages_follow_the_folder_layout(filename: str, function: str, stage: str | None) -> None:
