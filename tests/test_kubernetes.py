@@ -147,7 +147,7 @@ def test_chart_objects_say_what_the_driver_does(helm: str) -> None:
             rule["resources"] for verb in rule["verbs"]}  # fmt: skip
     assert live == {
         *(("volumeexperiments", verb) for verb in ("get", "list", "watch")),
-        ("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create"),
+        ("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create"), ("events", "patch"),
     }  # fmt: skip
     labels = cluster_roles["experimenter"]["metadata"]["labels"]
     assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
