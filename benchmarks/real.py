@@ -459,7 +459,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.suptitle(
         f"Real workloads: medians of {rounds} interleaved rounds, whiskers min to max, labels paired by round; "
         f"load average {load_seen['before']['1m']:.1f} before, {load_seen['after']['1m']:.1f} after, "
-        f"on {report['machine']['cpus']} cores shared with other work",
+        f"on {report['machine']['cpus']} cores",
         fontsize=9,
     )
     figure.tight_layout()
