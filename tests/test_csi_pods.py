@@ -22,7 +22,7 @@ from interposer.csi.launcher import SERVER_COMMAND, ServerSpec
 from interposer.csi.pods import COMPONENT, COMPONENT_LABEL, METRICS_PORT_NAME, PodSettings, pod_body, server_pod
 from interposer.csi.volume_server import main as volume_server_command
 
-from .test_kubernetes import CHART, by_kind, helm, render, validate
+from .test_kubernetes import CHART, LIVE_CONTROL_ACCESS, by_kind, helm, render, validate
 
 FACTS = json.loads((Path(__file__).with_name("facts") / "libfuse.json").read_text())
 LINUX_MOUNT_FLAGS = {"MS_RDONLY": 1, "MS_NOSUID": 2, "MS_NODEV": 4}
@@ -159,9 +159,7 @@ def test_chart_scrapes_each_server_pod_and_lets_the_plugin_manage_only_pods(helm
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    live_control = {("volumeexperiments", verb) for verb in ("get", "list", "watch")}
-    live_control |= {("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create")}
-    assert cluster_wide == live_control
+    assert cluster_wide == LIVE_CONTROL_ACCESS
     [role] = [r for r in by_kind(manifests, "Role") if r["metadata"]["name"] == binding["roleRef"]["name"]]
     assert role["metadata"]["namespace"] == settings.namespace == manifest["metadata"]["namespace"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "delete"]}]

@@ -33,6 +33,14 @@ VALUES_SETS = {
 }
 
 
+LIVE_CONTROL_ACCESS = {
+    *(("volumeexperiments", verb) for verb in ("get", "list", "watch")),
+    ("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create"), ("events", "patch"),
+}  # fmt: skip
+"""(resource, verb) of the node plugin's cluster-wide live-control role: it reads the resources and the Pods they
+select, writes their status, and records Events (patched to count a repeat up)."""
+
+
 def run(*command: str, cwd: Path = ROOT, expect_ok: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
     if expect_ok:
@@ -145,10 +153,7 @@ def test_chart_objects_say_what_the_driver_does(helm: str) -> None:
     }  # fmt: skip
     live = {(resource, verb) for rule in cluster_roles["node-live-control"]["rules"] for resource in
             rule["resources"] for verb in rule["verbs"]}  # fmt: skip
-    assert live == {
-        *(("volumeexperiments", verb) for verb in ("get", "list", "watch")),
-        ("volumeexperiments/status", "patch"), ("pods", "get"), ("events", "create"), ("events", "patch"),
-    }  # fmt: skip
+    assert live == LIVE_CONTROL_ACCESS
     labels = cluster_roles["experimenter"]["metadata"]["labels"]
     assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert resources("experimenter") == {"volumeexperiments"}
