@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from .otlp import free_port
+from interposer.local.ports import free_port
+
 from .servers import built_program, ready_server
 
 

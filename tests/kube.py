@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import urllib.error
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from interposer.local.ports import free_port
 from tools.gobuild import TOOLS, load
 
 from .conftest import require, wait_for
@@ -56,13 +56,6 @@ def binary(name: str) -> Path:
 def kubernetes_version() -> str:
     """The Kubernetes release the tests run: the one tools/gobuild.toml builds kube-apiserver at."""
     return load()["kube-apiserver"].version
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def openssl(*arguments: str, cwd: Path) -> None:

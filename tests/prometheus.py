@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .otlp import free_port
+from interposer.local.ports import free_port
+
 from .servers import built_program, ready_server
 
 SCRAPE_INTERVAL_MS = 500

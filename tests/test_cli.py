@@ -14,13 +14,13 @@ import pytest
 
 from interposer import __version__
 from interposer.config import InterposerConfig
+from interposer.local.ports import free_port
 from interposer.mount.child import MountProcess
 from interposer.mount.table import is_stale, mount_at
 from interposer.telemetry.shipper import EXIT_TIMEOUT
 from interposer.telemetry.spanfile import rotated
 
 from .conftest import MountFactory, interposer, require_fuse, wait_for
-from .otlp import free_port
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

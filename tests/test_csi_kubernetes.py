@@ -30,11 +30,12 @@ import yaml
 from interposer.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID
 from interposer.csi.metrics import SERVERS_LOST_TOTAL
 from interposer.csi.pods import COMPONENT_LABEL, PodSettings
+from interposer.local.ports import free_port
 from interposer.names import CSI_DRIVER_NAME
 
 from .conftest import require_command, require_fuse, wait_for
 from .csi_plugin import CsiPlugin
-from .kube import ControlPlane, binary, free_port
+from .kube import ControlPlane, binary
 from .test_csi import publish, stats, unpublish
 from .test_kubernetes import ROOT, by_kind, render
 

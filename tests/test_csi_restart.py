@@ -29,11 +29,11 @@ from interposer.csi import csi_pb2
 from interposer.csi.fusemount import FSTYPE
 from interposer.csi.metrics import SERVERS_LOST_TOTAL
 from interposer.csi.state import Publication
+from interposer.local.ports import free_port
 from interposer.mount.table import mount_at
 
 from .conftest import require, require_command, require_fuse, wait_for
 from .csi_plugin import CsiPlugin
-from .otlp import free_port
 from .test_csi import POD, publish, stats, target_in, unpublish
 
 WORKLOAD = Path(__file__).with_name("csi_workload.py")

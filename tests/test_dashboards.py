@@ -18,11 +18,11 @@ import alerts.__main__ as alert_files
 import dashboards.__main__ as dashboard_files
 from alerts.config import AlertConfig
 from alerts.rules import alerting_rules, rule_groups
+from interposer.local.ports import free_port
 from interposer.local.stack import rendered
 
 from .alertmanager import running_alertmanager
 from .conftest import MountFactory, require, require_command, wait_for
-from .otlp import free_port
 from .prometheus import running_prometheus
 from .servers import built_program
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from interposer.local.demo import ALERT
+from interposer.local.ports import free_port
 from interposer.mount.table import mount_at
 
 from .conftest import interposer, require_fuse
-from .otlp import free_port
 from .report_layout import HEADLINE, check_layout, check_sessions, geometry
 
 REPORT_LINE = re.compile(r"^the report to open: (/\S+\.html)$", re.M)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from interposer.local.ports import free_port
 from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
 from interposer.mount.table import mount_at
@@ -43,7 +44,7 @@ from interposer.telemetry.prometheus import DEFAULT_PORT
 from . import scripted_io
 from .conftest import MountFactory, interposer, wait_for
 from .layers import marking
-from .otlp import Collector, ReceivedPoint, free_port, run_collector
+from .otlp import Collector, ReceivedPoint, run_collector
 from .prometheus import running_prometheus, scrape
 
 OPERATION = OPERATION_DURATION.label(ATTR_OPERATION)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from interposer.local.ports import EPHEMERAL_RANGE, LOWEST, free_port, free_ports
 from interposer.local.report import TOP_OPERATIONS
 from interposer.local.stack import LocalStack
 
 from .conftest import MountFactory, interposer, wait_for
-from .otlp import free_port
 from .prometheus import Prometheus
 from .report_layout import HEADLINE, check_bytes_table, check_layout, check_sessions, geometry, tick_span
 
@@ -163,3 +165,15 @@ def test_the_report_says_how_to_start_prometheus_when_none_answers(scratch: Path
     assert "interposer stack up" in made.stderr
     assert "Traceback" not in made.stderr
     assert not (scratch / "report.html").exists()
+
+
+def test_free_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:
+    """The local stack's dozen internal ports: never two alike, none that an outgoing connection could take before
+    its server binds it (the kernel gives connections ports from the ephemeral range only)."""
+    ports = free_ports(64)
+    assert len(set(ports)) == len(ports)
+    ephemeral_low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    assert all(LOWEST <= port < ephemeral_low for port in ports), ports
+    with ExitStack() as held:
+        for port in ports:
+            held.enter_context(socket.socket()).bind(("127.0.0.1", port))  # each still free

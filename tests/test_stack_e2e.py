@@ -34,13 +34,13 @@ import yaml
 from alerts.config import AlertConfig
 from alerts.rules import rule_groups
 from dashboards.__main__ import OUTPUT as DASHBOARDS
+from interposer.local.ports import free_port
 from interposer.local.stack import SERVICES, LocalStack
 from interposer.mount.child import MountProcess
 from interposer.names import ATTR_FILE_PATH, SPAN_NAMES, OpName
 
 from .conftest import MountFactory
 from .csi_plugin import CsiPlugin
-from .otlp import free_port
 from .prometheus import Prometheus
 from .test_stack_pipeline import require_programs
 

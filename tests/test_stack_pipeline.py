@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from interposer.local.ports import free_port
 from interposer.local.stack import ENVIRONMENTS, SERVICES, LocalStack, StackError, program
 from interposer.mount.child import MountProcess
 
 from .conftest import MountFactory, require
-from .otlp import free_port
 from .prometheus import Prometheus
 
 DEADLINE = 120.0

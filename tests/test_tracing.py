@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from interposer.local.ports import free_port
 from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
 from interposer.mount.table import mount_at
 
 from .conftest import MountFactory, interposer, wait_for
-from .otlp import Collector, ReceivedSpan, free_port, run_collector
+from .otlp import Collector, ReceivedSpan, run_collector
 
 
 @pytest.fixture

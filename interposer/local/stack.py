@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import yaml
 
 from ..mount.control import request, runtime_dir
+from .ports import free_ports
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 RENDERED = CHECKOUT / "helmfile.d" / "reference" / "rendered"
@@ -158,7 +159,7 @@ class LocalStack:
         except (OSError, ValueError):
             ports = {}
         if set(ports) != set(INTERNAL_PORTS):
-            ports = {name: _free_port() for name in INTERNAL_PORTS}
+            ports = dict(zip(INTERNAL_PORTS, free_ports(len(INTERNAL_PORTS)), strict=True))
             path.write_text(json.dumps(ports, indent=2))
         return ports
 
@@ -514,10 +515,3 @@ def _pull_reader(config: dict[str, Any]) -> dict[str, Any]:
     (reader,) = config["service"]["telemetry"]["metrics"]["readers"]
     exporter: dict[str, Any] = reader["pull"]["exporter"]
     return exporter
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
