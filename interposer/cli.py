@@ -685,6 +685,7 @@ def csi(
     volumes = volumes_root or state_dir / "volumes"
     services: dict[str, object] = {"Identity": IdentityService(serves_controller=mode != "node")}
     node = None
+    watch = None
     if mode in ("node", "all"):
         roots = NodeRoots(kubelet=kubelet_dir, host=host_root, volumes=volumes, state=state_dir)
         name = node_id or socket.gethostname()
@@ -698,9 +699,9 @@ def csi(
         node.adopt()
         services["Node"] = node
         if watch_interval > 0:
-            from .csi.watch import start as watch
+            from .csi.watch import Watch
 
-            watch(node, watch_interval)
+            watch = Watch(node, watch_interval)
         if live_control:
             from .csi.live_control import start
 
@@ -713,6 +714,8 @@ def csi(
         metrics_address=metrics_address,
         abnormal_volumes=None if node is None else lambda: len(node.abnormal_volumes()),
     )
+    if watch is not None:
+        watch.stop(timeout=probe_timeout + 5)
 
 
 main.add_command(volume_server, name="volume-server")

@@ -178,8 +178,13 @@ class NodeService:
         return NodeGetVolumeStatsResponse(usage=usage, volume_condition=_volume_condition(condition))
 
     def abnormal_volumes(self) -> list[Publication]:
-        """Publications whose server is gone or whose mount does not answer."""
-        return [record for record in self.publications if self._condition(record).abnormal]
+        """Publications whose server is gone or whose mount does not answer.  One being published (no server
+        recorded yet) is not looked at: its server is starting, and the publish itself fails if it cannot."""
+        return [
+            record
+            for record in self.publications
+            if (record.pid is not None or record.pod is not None) and self._condition(record).abnormal
+        ]
 
     def _condition(self, publication: Publication) -> Condition:
         """The volume's condition; a server newly found gone or hung is logged, counted and recorded once."""

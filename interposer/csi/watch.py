@@ -16,17 +16,25 @@ from .node import NodeService
 log = logging.getLogger(__name__)
 
 
-def start(node: NodeService, interval: float) -> threading.Thread:
-    """Look at every volume's server every ``interval`` seconds, in a daemon thread, for the plugin's life."""
+class Watch:
+    """Looks at every volume's server every ``interval`` seconds in a thread of its own, until ``stop``."""
 
-    def look() -> None:
-        while not stopped.wait(interval):
+    def __init__(self, node: NodeService, interval: float) -> None:
+        self._node = node
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._look, name="volume-server-watch", daemon=True)
+        self._thread.start()
+
+    def _look(self) -> None:
+        while not self._stopped.wait(self._interval):
             try:
-                node.abnormal_volumes()
+                self._node.abnormal_volumes()
             except Exception:  # a look that fails must not end the looking: the next one may succeed
-                log.exception("looking at the volumes' servers failed; trying again in %.1f s", interval)
+                log.exception("looking at the volumes' servers failed; trying again in %.1f s", self._interval)
 
-    stopped = threading.Event()
-    thread = threading.Thread(target=look, name="volume-server-watch", daemon=True)
-    thread.start()
-    return thread
+    def stop(self, timeout: float) -> None:
+        """End the looking and wait (at most ``timeout``) for a look under way: the plugin then exits with no
+        thread of its own still at work while the interpreter shuts down."""
+        self._stopped.set()
+        self._thread.join(timeout)
