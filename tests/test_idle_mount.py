@@ -14,18 +14,15 @@ import time
 from pathlib import Path
 
 from benchmarks.overhead import thread_runs
-from interposer.config import TracingConfig
+from benchmarks.targets import IDLE_SETTLE
 from interposer.local.demo import scrape
 from interposer.local.traces import load_spans
 from interposer.mount.child import MountProcess
-from interposer.telemetry.shipper import FLUSH_INTERVAL
 
 from .conftest import MountFactory, wait_for
 
 QUIET_WINDOW = 2.0
 """Seconds in which no thread of the mount may run at all."""
-SETTLE = TracingConfig().activity_idle_gap + TracingConfig().export_delay + FLUSH_INTERVAL
-"""Seconds the mount has work after its last request: the activity span's end, its export and its write."""
 
 
 def runs_in_a_quiet_window(pid: int) -> dict[int, tuple[int, int]]:
@@ -42,7 +39,7 @@ def runs_in_a_quiet_window(pid: int) -> dict[int, tuple[int, int]]:
 
 def wait_until_quiet(mount: MountProcess) -> None:
     assert mount.process is not None
-    deadline = time.monotonic() + SETTLE + 10 * QUIET_WINDOW
+    deadline = time.monotonic() + IDLE_SETTLE + 10 * QUIET_WINDOW
     ran = runs_in_a_quiet_window(mount.process.pid)
     while ran:
         names = {tid: _thread_name(mount.process.pid, tid) for tid in ran}
@@ -83,7 +80,7 @@ def test_an_idle_mount_does_not_run_and_wakes_for_the_next_request(mount_factory
     work(mount.mountpoint, "after")
     wait_for(
         lambda: any(span.attributes.get("file.path") == "/after" for span in load_spans(spans)),
-        timeout=SETTLE + 10,
+        timeout=IDLE_SETTLE + 10,
         what="the span of the first request after the quiet to reach the span file",
     )
     assert scrape(endpoint).requests["write"] == 2, "both writes counted by the endpoint"
